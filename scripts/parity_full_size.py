@@ -98,11 +98,11 @@ def text_inputs(rng, vocab: int, length: int, pad: int):
 
 def run_clip(rng):
     from transformers import CLIPTextConfig, CLIPTextModel as Ref
-    from stable_diffusion_chinese.text.clip import CLIPTextModel
+    from stable_diffusion_chinese.text import CLIPTextEncoder
     from stable_diffusion_chinese.weights import load_into
     torch.manual_seed(0)
     ref = Ref(CLIPTextConfig(**config("clip_text_sd15.json"))).eval()
-    ours = CLIPTextModel.from_config(config("clip_text_sd15.json"))
+    ours = CLIPTextEncoder.from_config(config("clip_text_sd15.json"))
     ours.eval()
     load_into(ours, state_of(ref))
     ids = rng.integers(0, 49408, (2, 77)).astype("int64")
@@ -113,11 +113,11 @@ def run_clip(rng):
 
 def run_bert(rng):
     from transformers import BertConfig, BertModel as Ref
-    from stable_diffusion_chinese.text.bert import BertTextModel
+    from stable_diffusion_chinese.text import BertTextEncoder
     from stable_diffusion_chinese.weights import load_into
     torch.manual_seed(0)
     ref = Ref(BertConfig(**config("bert_taiyi.json")), add_pooling_layer=False).eval()
-    ours = BertTextModel.from_config(config("bert_taiyi.json"))
+    ours = BertTextEncoder.from_config(config("bert_taiyi.json"))
     ours.eval()
     load_into(ours, state_of(ref))
     ids, mask = text_inputs(rng, 21128, 512, 0)
@@ -129,11 +129,11 @@ def run_bert(rng):
 def run_xlmr(rng):
     from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
         RobertaSeriesConfig, RobertaSeriesModelWithTransformation as Ref)
-    from stable_diffusion_chinese.text.xlmr import RobertaSeriesModelWithTransformation
+    from stable_diffusion_chinese.text import RobertaSeriesTextEncoder
     from stable_diffusion_chinese.weights import load_into
     torch.manual_seed(0)
     ref = Ref(RobertaSeriesConfig(**ALT_TEXT)).eval()
-    ours = RobertaSeriesModelWithTransformation.from_config(ALT_TEXT)
+    ours = RobertaSeriesTextEncoder.from_config(ALT_TEXT)
     ours.eval()
     load_into(ours, state_of(ref))
     ids, mask = text_inputs(rng, 250002, 77, 1)

@@ -42,9 +42,15 @@ class PretrainedLayer(nn.Layer):
             raise FileNotFoundError(f"no config.json in {path}")
         model = cls(cls.config_class.from_json(config_file))
         checkpoint = read_checkpoint(path)
-        load_into(model, checkpoint.tensors, source=checkpoint.source, torch_layout=checkpoint.torch_layout)
+        tensors = cls.canonical_checkpoint_keys(checkpoint.tensors)
+        load_into(model, tensors, source=checkpoint.source, torch_layout=checkpoint.torch_layout)
         model.eval()
         return model
+
+    @classmethod
+    def canonical_checkpoint_keys(cls, tensors: Mapping[str, Any]) -> dict[str, Any]:
+        """Rename a checkpoint's keys to our parameter names; identity unless a model knows aliases."""
+        return dict(tensors)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write ``config.json`` and ``model.pdparams`` (Paddle layout)."""
