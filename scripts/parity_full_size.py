@@ -62,7 +62,7 @@ def run_unet(rng):
     ours = UNet2DConditionModel.from_config(config("unet_sd15.json"))
     ours.eval()
     from stable_diffusion_chinese.weights import load_into
-    load_into(ours, state_of(ref))
+    load_into(ours, ours.canonical_checkpoint_keys(state_of(ref)))
     x = rng.standard_normal((2, 4, 64, 64)).astype("float32")
     ctx = rng.standard_normal((2, 77, 768)).astype("float32")
     t = np.array([801, 801])
@@ -79,7 +79,7 @@ def run_vae(rng):
     ref = Ref.from_config(config("vae_sd15.json")).eval()
     ours = AutoencoderKL.from_config(config("vae_sd15.json"))
     ours.eval()
-    load_into(ours, state_of(ref))
+    load_into(ours, ours.canonical_checkpoint_keys(state_of(ref)))
     image = rng.uniform(-1, 1, (1, 3, 512, 512)).astype("float32")
     z = rng.standard_normal((1, 4, 64, 64)).astype("float32")
     with paddle.no_grad():
@@ -104,7 +104,7 @@ def run_clip(rng):
     ref = Ref(CLIPTextConfig(**config("clip_text_sd15.json"))).eval()
     ours = CLIPTextEncoder.from_config(config("clip_text_sd15.json"))
     ours.eval()
-    load_into(ours, state_of(ref))
+    load_into(ours, ours.canonical_checkpoint_keys(state_of(ref)))
     ids = rng.integers(0, 49408, (2, 77)).astype("int64")
     with paddle.no_grad():
         compare("clip text 77 tokens", lambda: ref(torch.from_numpy(ids)).last_hidden_state.numpy(),
@@ -119,7 +119,7 @@ def run_bert(rng):
     ref = Ref(BertConfig(**config("bert_taiyi.json")), add_pooling_layer=False).eval()
     ours = BertTextEncoder.from_config(config("bert_taiyi.json"))
     ours.eval()
-    load_into(ours, state_of(ref))
+    load_into(ours, ours.canonical_checkpoint_keys(state_of(ref)))
     ids, mask = text_inputs(rng, 21128, 512, 0)
     with paddle.no_grad():
         compare("taiyi bert 512 tokens", lambda: ref(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy(),
@@ -135,7 +135,7 @@ def run_xlmr(rng):
     ref = Ref(RobertaSeriesConfig(**ALT_TEXT)).eval()
     ours = RobertaSeriesTextEncoder.from_config(ALT_TEXT)
     ours.eval()
-    load_into(ours, state_of(ref))
+    load_into(ours, ours.canonical_checkpoint_keys(state_of(ref)))
     ids, mask = text_inputs(rng, 250002, 77, 1)
     with paddle.no_grad():
         compare("altdiffusion xlm-r 77", lambda: ref(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))[0].numpy(),
