@@ -22,6 +22,7 @@ setup(
         "paddlenlp==2.8.1",
         "numpy",
         "pillow",
+        "regex",
         "safetensors",
         "sentencepiece",
         "tqdm",
