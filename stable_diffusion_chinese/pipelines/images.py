@@ -40,8 +40,8 @@ def load_image(image: Any, mode: str = "RGB") -> Image.Image:
 
 def fit(image: Image.Image, width: int | None, height: int | None, multiple: int = 8) -> Image.Image:
     """Resize to ``width`` x ``height``; missing sides default to the image's, rounded down to ``multiple``."""
-    w = width or image.width // multiple * multiple
-    h = height or image.height // multiple * multiple
+    w = image.width // multiple * multiple if width is None else width
+    h = image.height // multiple * multiple if height is None else height
     check_size(w, h, multiple)
     return image if image.size == (w, h) else image.resize((w, h), Image.LANCZOS)
 

@@ -34,5 +34,6 @@ def load_components(folder, scheduler: str | None = None) -> dict[str, Any]:
     parts["tokenizer"] = load_tokenizer(root / "tokenizer")
     base = read_scheduler_config(root / "scheduler")
     parts["scheduler"] = make_scheduler(scheduler or base.get("_class_name"), base_config=base)
+    parts["scheduler_config"] = base
     parts["model_name"] = root.name
     return parts

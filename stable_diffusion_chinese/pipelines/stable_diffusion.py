@@ -19,6 +19,7 @@ from . import images as image_io
 from .metadata import GenerationParams
 from .noise import as_generators, batch_noise, generators_for, seeds_for
 from .prompts import encode_chunks, tokenize_prompt
+from ..schedulers import make_scheduler, scheduler_name
 
 MAX_STEPS = 1000
 OUTPUT_TYPES = ("pil", "numpy", "np", "latent")
@@ -51,10 +52,14 @@ class PipelineOutput:
 class StableDiffusionPipeline:
     """Holds the components; ``__call__`` is text-to-image, ``img2img`` and ``inpaint`` the others."""
 
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, model_name: str = ""):
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, model_name: str = "",
+                 scheduler_config: dict | None = None):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.model_name = model_name
+        # the model's scheduler_config.json as read: other samplers chosen per call start from it, as
+        # diffusers' ``OtherScheduler.from_config(pipe.scheduler.config)`` does
+        self.scheduler_config = scheduler_config or scheduler.config_dict()
         for layer in (unet, vae, text_encoder):
             layer.eval()
 
@@ -71,7 +76,8 @@ class StableDiffusionPipeline:
                  output_type: str = "pil", callback: StepCallback | None = None, progress: bool = True,
                  clip_skip: int | None = None) -> PipelineOutput:
         sample = self.unet.config.sample_size * self.vae_scale_factor
-        run = self._prepare(prompt, negative_prompt, height or sample, width or sample, num_inference_steps,
+        height, width = (sample if height is None else height), (sample if width is None else width)
+        run = self._prepare(prompt, negative_prompt, height, width, num_inference_steps,
                             guidance_scale, num_images_per_prompt, seed, generator, eta, scheduler,
                             output_type, clip_skip)
         scheduler = run.scheduler
@@ -89,7 +95,7 @@ class StableDiffusionPipeline:
                 num_images_per_prompt: int = 1, seed=None, generator=None, eta: float = 0.0, scheduler=None,
                 output_type: str = "pil", callback: StepCallback | None = None, progress: bool = True,
                 clip_skip: int | None = None) -> PipelineOutput:
-        init = image_io.fit(image_io.load_image(image), width, height, self.vae_scale_factor)
+        init = image_io.fit(image_io.load_image(image), width, height, self.size_multiple)
         run = self._prepare(prompt, negative_prompt, init.height, init.width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, seed, generator, eta, scheduler, output_type, clip_skip,
                             strength=strength)
@@ -111,7 +117,7 @@ class StableDiffusionPipeline:
                 clip_skip: int | None = None) -> PipelineOutput:
         """Repaint the white part of ``mask_image``. A 9-channel UNet sees the mask and the masked image;
         a 4-channel one gets the known region blended back after every step (diffusers' two paths)."""
-        init = image_io.fit(image_io.load_image(image), width, height, self.vae_scale_factor)
+        init = image_io.fit(image_io.load_image(image), width, height, self.size_multiple)
         mask = image_io.load_image(mask_image, "L")
         if mask.size != init.size:
             raise ValueError(f"mask_image is {mask.width}x{mask.height} but the image is {init.width}x{init.height}")
@@ -156,6 +162,11 @@ class StableDiffusionPipeline:
     def vae_scale_factor(self) -> int:
         return self.vae.downscale_factor
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of 8 (SD's rule) and of the VAE's downscale factor."""
+        return max(8, self.vae_scale_factor)
+
     def _prepare(self, prompt, negative_prompt, height, width, steps, guidance_scale, per_prompt, seed,
                  generator, eta, scheduler, output_type, clip_skip, strength=None) -> "_Run":
         prompts = _texts(prompt, "prompt")
@@ -164,7 +175,7 @@ class StableDiffusionPipeline:
             negatives = negatives * len(prompts)
         if len(negatives) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
-        image_io.check_size(width, height, self.vae_scale_factor)
+        image_io.check_size(width, height, self.size_multiple)
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"num_inference_steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
         if not isinstance(per_prompt, (int, np.integer)) or per_prompt < 1:
@@ -188,7 +199,7 @@ class StableDiffusionPipeline:
         if guidance:
             embeddings = paddle.concat([paddle.repeat_interleave(uncond, per_prompt, axis=0), cond])
         params = [GenerationParams(prompt=p, negative_prompt=n, steps=steps,
-                                   sampler=getattr(sched, "diffusers_name", type(sched).__name__), cfg_scale=float(guidance_scale),
+                                   sampler=scheduler_name(sched), cfg_scale=float(guidance_scale),
                                    seed=s, width=width, height=height, model=self.model_name,
                                    strength=strength, clip_skip=clip_skip, eta=eta or None)
                   for (p, n), s in zip([pn for pn in zip(prompts, negatives) for _ in range(per_prompt)], seeds)]
@@ -198,9 +209,8 @@ class StableDiffusionPipeline:
     def _scheduler(self, choice):
         if choice is None:
             return self.scheduler
-        from ..schedulers import make_scheduler
         if isinstance(choice, str):
-            return make_scheduler(choice, base_config=self.scheduler.config)
+            return make_scheduler(choice, base_config=self.scheduler_config)
         return choice
 
     def _encode_prompts(self, prompts, negatives, clip_skip, guidance):
@@ -290,6 +300,16 @@ class _Blend:
             next_t = np.repeat(np.asarray(self.timesteps[i + 1:i + 2]), latents.shape[0])
             known = self.scheduler.add_noise(known, self.noise, next_t)
         return (1 - self.mask) * known + self.mask * latents
+
+
+def call_arguments(params: GenerationParams) -> dict[str, Any]:
+    """Keyword arguments of ``StableDiffusionPipeline.__call__`` that regenerate an image from its
+    parameters (as read back by ``metadata.read_png_params``)."""
+    if params.seed < 0:
+        raise ValueError("these parameters record no seed (the image came from a caller's own generator)")
+    return dict(prompt=params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=params.steps,
+                scheduler=params.sampler, guidance_scale=params.cfg_scale, seed=params.seed, width=params.width,
+                height=params.height, eta=params.eta or 0.0, clip_skip=params.clip_skip)
 
 
 def _draws_noise(scheduler, eta: float) -> bool:

@@ -9,7 +9,7 @@ from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler
 from .euler import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
-from .factory import SCHEDULERS, from_pretrained, make_scheduler, valid_names
+from .factory import SCHEDULERS, from_pretrained, make_scheduler, scheduler_name, valid_names
 from .heun import HeunDiscreteScheduler
 from .lcm import LCMScheduler
 from .lms import LMSDiscreteScheduler
@@ -18,7 +18,7 @@ from .unipc import UniPCMultistepScheduler
 
 __all__ = [
     "Scheduler", "SchedulerOutput", "SchedulerConfig", "UnsupportedConfigError", "read_scheduler_config",
-    "make_scheduler", "from_pretrained", "valid_names", "SCHEDULERS",
+    "make_scheduler", "scheduler_name", "from_pretrained", "valid_names", "SCHEDULERS",
     "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
     "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler",
     "UniPCMultistepScheduler", "LCMScheduler",

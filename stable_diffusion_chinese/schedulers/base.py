@@ -82,13 +82,17 @@ class Scheduler:
         """Read ``scheduler_config.json`` from ``folder`` (or ``folder/scheduler``)."""
         return cls(read_scheduler_config(folder), **overrides)
 
+    def config_dict(self) -> dict[str, Any]:
+        """``_class_name`` and the options this class reads: diffusers' ``scheduler.config``, usable as
+        ``make_scheduler(other_name, base_config=...)``."""
+        return {"_class_name": self.diffusers_name,
+                **{k: v for k, v in self.config.to_dict().items() if k in self.defaults}}
+
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        values = {"_class_name": self.diffusers_name,
-                  **{k: v for k, v in self.config.to_dict().items() if k in self.defaults}}
         with open(path / CONFIG_NAME, "w", encoding="utf-8") as f:
-            json.dump(values, f, indent=2)
+            json.dump(self.config_dict(), f, indent=2)
 
     def check_config(self, config: SchedulerConfig) -> None:
         """Reject option values this sampler does not implement. Override per sampler."""

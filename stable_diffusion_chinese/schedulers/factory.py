@@ -69,6 +69,14 @@ def make_scheduler(name_or_config: str | Mapping[str, Any] | SchedulerConfig,
     return cls(base_config, **overrides)
 
 
+def scheduler_name(scheduler: Scheduler) -> str:
+    """The common name that rebuilds ``scheduler`` (``"dpm++2m_karras"``), else its diffusers class name."""
+    for name, (cls, forced) in SCHEDULERS.items():
+        if type(scheduler) is cls and all(getattr(scheduler.config, k) == v for k, v in forced.items()):
+            return name
+    return scheduler.diffusers_name
+
+
 def from_pretrained(folder: str | os.PathLike) -> Scheduler:
     """The sampler a diffusers folder names: ``folder/scheduler_config.json`` or
     ``folder/scheduler/scheduler_config.json``."""
