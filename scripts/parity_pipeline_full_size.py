@@ -61,7 +61,8 @@ def main():
         ours = StableDiffusionPipeline.from_pretrained(folder)
         print(f"our from_pretrained of the diffusers folder: {time.perf_counter() - start:.1f} s")
         for name in args.schedulers.split(","):
-            reference.scheduler = getattr(diffusers, REFERENCE_SCHEDULERS[name]).from_config(SD15_SCHEDULER)
+            # the sampler as a diffusers user of the saved folder gets it; ours starts from the same file
+            reference.scheduler = getattr(diffusers, REFERENCE_SCHEDULERS[name]).from_pretrained(folder, subfolder="scheduler")
             kwargs = dict(negative_prompt=negative, height=args.size, width=args.size,
                           num_inference_steps=args.steps, guidance_scale=7.5)
             start = time.perf_counter()

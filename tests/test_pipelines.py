@@ -115,3 +115,22 @@ def test_inpainting_matches_diffusers(reference_parts, scheduler, unet, tmp_path
         expected = ref(PROMPT, generator=torch.Generator().manual_seed(11), strength=strength, **kwargs).images
         got = ours.inpaint(PROMPT, generator=[TorchNormal(11)], strength=strength, progress=False, **kwargs).images
         assert_images_match(got[0], expected[0])
+
+
+@pytest.mark.parametrize("name", ["euler", "dpm++2m_karras", "euler_a"])
+def test_sampler_chosen_per_call_equals_diffusers_from_config_swap(reference_parts, name, tmp_path, rng):
+    """`scheduler="euler"` on a DDIM model behaves like `EulerDiscreteScheduler.from_config(pipe.scheduler.config)`."""
+    ref = reference_pipeline(reference_parts, diffusers.StableDiffusionPipeline, "ddim")
+    ours = our_pipeline(ref, tmp_path)
+    swap = {"euler": (diffusers.EulerDiscreteScheduler, {}),
+            "dpm++2m_karras": (diffusers.DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+            "euler_a": (diffusers.EulerAncestralDiscreteScheduler, {})}[name]
+    # from the saved folder, as a diffusers user of that folder would (the in-memory config also lists
+    # `_use_default_values`, which save_pretrained does not write)
+    ref.scheduler = swap[0].from_pretrained(tmp_path / "model", subfolder="scheduler", **swap[1])
+    latents = rng.standard_normal((1, 4, 32, 32)).astype("float32")
+    kwargs = dict(height=64, width=64, num_inference_steps=4, guidance_scale=7.5)
+    expected = ref(PROMPT, latents=torch.from_numpy(latents), generator=[torch.Generator().manual_seed(5)],
+                   **kwargs).images
+    got = ours(PROMPT, latents=latents, scheduler=name, generator=[TorchNormal(5)], progress=False, **kwargs).images
+    assert_images_match(got[0], expected[0])
