@@ -32,6 +32,17 @@ class PretrainedLayer(nn.Layer):
         return cls(config)
 
     @classmethod
+    def to_be_loaded(cls, config: ModelConfig | Mapping[str, Any]):
+        """A model whose parameters are zeros, for ``load_into`` to fill: building SD 1.5's UNet this way
+        takes ~7 s instead of ~46 s of random initialisation on 2 cores."""
+        zero = paddle.nn.initializer.Constant(0.0)
+        paddle.nn.initializer.set_global_initializer(zero, zero)
+        try:
+            return cls.from_config(config)
+        finally:
+            paddle.nn.initializer.set_global_initializer(None, None)
+
+    @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, subfolder: str | None = None):
         """Load a diffusers/transformers model folder or a Paddle folder saved by ``save_pretrained``."""
         from ..weights.read import read_checkpoint
@@ -40,7 +51,7 @@ class PretrainedLayer(nn.Layer):
         config_file = path / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"no config.json in {path}")
-        model = cls(cls.config_class.from_json(config_file))
+        model = cls.to_be_loaded(cls.config_class.from_json(config_file))
         checkpoint = read_checkpoint(path)
         tensors = cls.canonical_checkpoint_keys(checkpoint.tensors)
         load_into(model, tensors, source=checkpoint.source, torch_layout=checkpoint.torch_layout)
@@ -58,3 +69,4 @@ class PretrainedLayer(nn.Layer):
         path.mkdir(parents=True, exist_ok=True)
         self.config.save_json(path / "config.json")
         paddle.save(self.state_dict(), str(path / PADDLE_WEIGHTS))
+

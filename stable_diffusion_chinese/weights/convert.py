@@ -155,7 +155,7 @@ def build_network(reference_class: str, config: Mapping[str, Any], tensors: Mapp
                   torch_layout: bool, source: str):
     """Our network for ``reference_class``, built from ``config`` with ``tensors`` loaded strictly."""
     cls = network_class(reference_class)
-    model = cls.from_config(dict(config))
+    model = cls.to_be_loaded(dict(config))
     canonical = getattr(cls, "canonical_checkpoint_keys", None)
     if canonical is not None:
         tensors = canonical(tensors)
