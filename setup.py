@@ -22,6 +22,7 @@ setup(
         "paddlenlp==2.8.1",
         "numpy",
         "pillow",
+        "pyyaml",
         "regex",
         "safetensors",
         "sentencepiece",
@@ -35,5 +36,5 @@ setup(
         # the PyPI torch wheel here is the CPU build on local disk; never let pip pick a CUDA one
         "test": ["pytest", "torch==2.13.0", "diffusers==0.42.1", "transformers==5.23.0"],
     },
-    entry_points={"console_scripts": ["sd-chinese=stable_diffusion_chinese.cli:main"]},
+    entry_points={"console_scripts": ["sd-chinese=sdc_sdk.cli:main"]},
 )

@@ -1,0 +1,174 @@
+"""Checking generate()'s arguments before any work is done, with messages that name the problem.
+
+The same checks serve Python callers, ``hub run`` and JSON requests, so types are checked strictly
+(``64.0`` or ``"64"`` is not a width; ``True`` is not a number of steps).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .styles import get_style
+
+MAX_SEED = 2 ** 32 - 1  # seeds are numpy generator seeds, recorded in PNGs as A1111 does (0..2^32-1)
+MIN_SIDE = 64
+LATENT_SCALE = 8  # the VAE of every SD 1.x/2.x model downsamples by 8; a model's own factor is checked later
+MAX_GUIDANCE = 50.0
+
+
+def _multiple(name: str, value: int, multiple: int) -> None:
+    if value % multiple:
+        raise ValueError(f"{name}={value} is not a multiple of {multiple} "
+                         f"(try {max(multiple, value // multiple * multiple)})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one call may ask for; a server can lower these (serving_config.json ``init_args``)."""
+
+    max_side: int = 2048
+    max_pixels: int = 1024 * 1024
+    max_steps: int = 150
+    max_images: int = 8  # images per call: prompts x num_images
+    max_prompt_chars: int = 2000
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{field.name} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """generate()'s arguments, checked; width/height None means the model's own size."""
+
+    texts: list[str]
+    negatives: list[str]
+    style: str | None
+    width: int | None
+    height: int | None
+    steps: int
+    guidance: float
+    seed: int | None
+    num_images: int
+    scheduler: str | None
+    output_dir: Path | None
+
+
+def check_request(text: Any, style: Any = None, negative_text: Any = None, width: Any = None, height: Any = None,
+                  steps: Any = 20, guidance: Any = 7.5, seed: Any = None, num_images: Any = 1,
+                  scheduler: Any = None, output_dir: Any = None, limits: Limits = Limits()) -> Request:
+    texts = _texts(text, "text", limits, allow_empty=False)
+    negatives = _texts("" if negative_text is None else negative_text, "negative_text", limits, allow_empty=True)
+    if len(negatives) == 1:
+        negatives = negatives * len(texts)
+    if len(negatives) != len(texts):
+        raise ValueError(f"negative_text has {len(negatives)} entries for {len(texts)} prompts in text "
+                         "(give one negative text, or one per prompt)")
+    if style == "":
+        style = None
+    if style is not None:
+        get_style(style)
+    for name, value in (("width", width), ("height", height)):
+        if value is not None:
+            _integer(name, value, MIN_SIDE, limits.max_side)
+            _multiple(name, value, LATENT_SCALE)
+    if width is not None and height is not None:
+        check_size(width, height, LATENT_SCALE, limits)
+    _integer("steps", steps, 1, limits.max_steps)
+    _integer("num_images", num_images, 1, limits.max_images)
+    if len(texts) * num_images > limits.max_images:
+        raise ValueError(f"{len(texts)} prompts x num_images={num_images} is {len(texts) * num_images} images; "
+                         f"the limit is {limits.max_images} per call")
+    if seed is not None:
+        _integer("seed", seed, 0, MAX_SEED, hint=" (leave it out, or None, for a random seed)")
+    return Request(texts, negatives, style, width, height, steps, _guidance(guidance), seed, num_images,
+                   _scheduler(scheduler), check_output_dir(output_dir))
+
+
+def check_size(width: int, height: int, multiple: int, limits: Limits) -> None:
+    """The final size (after the model's default is filled in) against the model and the limits."""
+    for name, value in (("width", width), ("height", height)):
+        _multiple(name, value, multiple)
+    if width * height > limits.max_pixels:
+        side = math.isqrt(limits.max_pixels)
+        raise ValueError(f"{width}x{height} is {width * height} pixels, more than the limit of {limits.max_pixels} "
+                         f"(about {side}x{side})")
+
+
+def _integer(name: str, value: Any, low: int, high: int, hint: str = "") -> None:
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an integer, got {value!r}{hint}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} is out of range: it must be from {low} to {high}{hint}")
+
+
+def _texts(value: Any, name: str, limits: Limits, allow_empty: bool) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+        raise TypeError(f"{name} must be a string or a list of strings, got {_describe(value)}")
+    if not items:
+        raise ValueError(f"{name} is an empty list; give at least one prompt")
+    for item in items:
+        if not allow_empty and not item.strip():
+            raise ValueError(f"{name} is empty; describe the picture, e.g. '水墨山水，远山，小船'")
+        if len(item) > limits.max_prompt_chars:
+            raise ValueError(f"{name} has {len(item)} characters, more than the limit of {limits.max_prompt_chars}")
+    return list(items)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in value if not isinstance(v, str)})
+        return f"a list holding {', '.join(kinds)}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _guidance(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"guidance must be a number, got {value!r}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_GUIDANCE):
+        raise ValueError(f"guidance={value} is out of range: it must be from 0 to {MAX_GUIDANCE:g} (7.5 is usual)")
+    return float(value)
+
+
+def _scheduler(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    from ..schedulers import valid_names
+
+    names = valid_names()
+    if not isinstance(value, str):
+        raise TypeError(f"scheduler must be a string (one of {', '.join(names)}), got {value!r}")
+    if value not in names:
+        raise ValueError(f"unknown scheduler {value!r}; valid schedulers: {', '.join(names)}")
+    return value
+
+
+def check_output_dir(value: Any) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise TypeError(f"output_dir must be a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir {os.fspath(value)!r} exists and is not a folder")
+    return path
+
+
+def scheduler_names() -> Sequence[str]:
+    from ..schedulers import valid_names
+
+    return valid_names()
