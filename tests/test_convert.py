@@ -166,6 +166,42 @@ def test_convert_single_file(reference, tmp_path):
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"] and index["_converted_from"] == "tiny.ckpt"
 
 
+def test_convert_single_file_without_tokenizer_writes_sd1_clip_tokenizer(reference, tmp_path):
+    """No tokenizer given: SD 1.x's CLIP tokenizer (from the shipped merges) is written, and the folder loads as a
+    pipeline whose prompt embeddings equal transformers' tokenizer + torch CLIP on the same folder."""
+    from transformers import CLIPTokenizer as ReferenceClip
+
+    from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
+    from stable_diffusion_chinese.tokenizers import CLIPTokenizer
+
+    text_config = {**_config("clip_text_tiny.json"), "vocab_size": 49408}  # SD 1.x's vocabulary, tiny width
+    (tmp_path / "clip_text_49408.json").write_text(json.dumps(text_config))
+    torch.manual_seed(2)
+    clip = CLIPTextModel(CLIPTextConfig(**text_config)).eval()
+    states = {**reference["states"], "text_encoder": {"text_model." + k: v.numpy() for k, v in clip.state_dict().items()}}
+    ldm = to_ldm_checkpoint(states, reference["unet"].config, reference["vae"].config)
+    torch.save({"state_dict": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ldm.items()}},
+               tmp_path / "tiny.ckpt")
+    out = tmp_path / "paddle"
+    summaries = convert(tmp_path / "tiny.ckpt", out, unet_config=CONFIGS / "unet_tiny.json",
+                        vae_config=CONFIGS / "vae_tiny.json", text_encoder_config=tmp_path / "clip_text_49408.json")
+    assert "tokenizer: SD 1.x CLIP tokenizer (49,408 tokens) written from the shipped OpenAI merges" in summaries
+    assert sorted(p.name for p in (out / "tokenizer").iterdir()) == ["merges.txt", "special_tokens_map.json",
+                                                                     "tokenizer_config.json", "vocab.json"]
+    assert json.loads((out / "model_index.json").read_text())["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    pipeline = StableDiffusionPipeline.from_pretrained(out)
+    assert isinstance(pipeline.tokenizer, CLIPTokenizer) and pipeline.tokenizer.vocab_size == 49408
+    prompts = ["a photo of a cat", "Ångström 🐱 masterpiece, trending on ArtStation"]
+    ids = pipeline.tokenizer(prompts)["input_ids"]
+    assert ids[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407] and ids.max() > 1000
+    reference_ids = ReferenceClip.from_pretrained(out / "tokenizer")(prompts, padding="max_length", max_length=77,
+                                                                      return_tensors="pt")["input_ids"]
+    np.testing.assert_array_equal(ids, reference_ids.numpy())
+    with torch.no_grad():
+        want = clip(reference_ids).last_hidden_state.numpy()
+    np.testing.assert_allclose(pipeline.text_encoder.encode(ids).numpy(), want, atol=2e-5, rtol=0)
+
+
 def test_default_single_file_configs_are_sd15():
     for component, name in (("unet", "unet_sd15.json"), ("vae", "vae_sd15.json"),
                             ("text_encoder", "clip_text_sd15.json")):
@@ -207,11 +243,18 @@ def test_failed_conversion_leaves_no_output_and_overwrite_replaces(reference, tm
     with pytest.raises(ValueError, match="missing keys"):
         convert(tmp_path / "tiny.ckpt", out, overwrite=True, **tiny)
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]  # untouched by the failure
+    # a 1000-token text encoder cannot take SD 1.x's default tokenizer: refused before any work
+    with pytest.raises(ConversionError, match="vocab_size 1000, fewer than the 49408 tokens of SD 1.x's CLIP "
+                                              r"tokenizer used by default; pass the checkpoint's own tokenizer"):
+        convert(tmp_path / "tiny.ckpt", out, overwrite=True, text_encoder_config=CONFIGS / "clip_text_tiny.json",
+                **tiny)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     events = []
     convert(tmp_path / "tiny.ckpt", out, overwrite=True, text_encoder_config=CONFIGS / "clip_text_tiny.json",
-            progress=lambda *event: events.append(event), **tiny)
-    assert sorted(p.name for p in out.iterdir()) == ["model_index.json", "scheduler", "text_encoder", "unet", "vae"]
-    assert events[0] == (0, 6, "read", None) and events[-1][:3] == (6, 6, "model_index.json")
+            tokenizer=CONFIGS / "tokenizer_tiny_clip", progress=lambda *event: events.append(event), **tiny)
+    assert sorted(p.name for p in out.iterdir()) == ["model_index.json", "scheduler", "text_encoder", "tokenizer",
+                                                     "unet", "vae"]
+    assert events[0] == (0, 7, "read", None) and events[-1][:3] == (7, 7, "model_index.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.ckpt"]
 
 

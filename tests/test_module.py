@@ -1,5 +1,6 @@
 """The Module ``stable_diffusion_chinese``: generate(), styles, model choice, and PaddleHub itself
-(``hub.Module(name=...)`` and ``hub run`` in subprocesses against a throw-away hub home; no mocks).
+(``hub.Module(name=...)`` and ``hub run`` in subprocesses against a throw-away hub home; PaddleHub is never mocked —
+one test swaps our own SD 1.5 default configs for tiny ones, since real-size weights are too big for CI).
 
 The PaddleHub subprocesses start together (each spends ~6 s importing paddlehub) and are checked afterwards.
 """
@@ -23,10 +24,12 @@ from stable_diffusion_chinese.service import (EmbeddedWeightsMissingError, Model
                                               style_names)
 from stable_diffusion_chinese.service.models import check_embedded_weights, embedded_model_folder
 from stable_diffusion_chinese.service.settings import ConfigError
+from stable_diffusion_chinese.weights.errors import CorruptCheckpointError
 from stable_diffusion_chinese.service.styles import get_style
 
 ERNIE_VILG_STYLES = ["古风", "油画", "水彩", "卡通", "二次元", "浮世绘", "蒸汽波艺术", "low poly", "像素风格", "概念艺术",
                      "未来主义", "赛博朋克", "写实风格", "洛丽塔风格", "巴洛克风格", "超现实主义", "探索无限"]
+CONFIGS = Path(__file__).parent / "reference_configs"
 HAS_EMBEDDED_WEIGHTS = all((EMBEDDED / n / "model.pdparams").is_file() for n in ("unet", "vae", "text_encoder"))
 
 
@@ -354,9 +357,61 @@ def test_not_a_model(tmp_path, engine):
         engine.generate("猫", model=tmp_path / "empty", **FAST)
     with pytest.raises(ModelNotFoundError, match="is not a checkpoint we read"):
         engine.generate("猫", model=tmp_path / "notes.txt", **FAST)
+    # no tokenizer folder is needed next to a single file any more: the file itself is read, and is broken
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 16)
-    with pytest.raises(ModelNotFoundError, match="carries no tokenizer: put the CLIP tokenizer folder"):
+    with pytest.raises(CorruptCheckpointError, match="model.safetensors: broken safetensors file"):
         engine.generate("猫", model=tmp_path / "model.safetensors", **FAST)
+
+
+def _tiny_single_file(tiny_model, path):
+    """An SD 1.x single file: the tiny model's UNet and VAE with a CLIP text encoder of SD 1.x's 49408 tokens
+    (32 wide); returns the configs it fits."""
+    from safetensors.numpy import save_file
+
+    from stable_diffusion_chinese.pipelines.loading import load_components
+    from stable_diffusion_chinese.text import CLIPTextEncoder
+    from stable_diffusion_chinese.weights.convert import default_config
+    from stable_diffusion_chinese.weights.ldm_names import to_ldm_checkpoint
+    from stable_diffusion_chinese.weights.state_dict import export_from
+
+    configs = {name: json.loads((tiny_model / name / "config.json").read_text()) for name in ("unet", "vae")}
+    configs["text_encoder"] = {**json.loads((CONFIGS / "clip_text_tiny.json").read_text()), "vocab_size": 49408,
+                               "architectures": ["CLIPTextModel"]}
+    configs["scheduler"] = default_config("scheduler")
+    parts = load_components(tiny_model)
+    states = {"unet": export_from(parts["unet"]), "vae": export_from(parts["vae"]),
+              "text_encoder": export_from(CLIPTextEncoder.from_config(configs["text_encoder"]))}
+    save_file(to_ldm_checkpoint(states, configs["unet"], configs["vae"]), str(path))
+    return configs
+
+
+def test_single_file_without_tokenizer_folder_uses_the_shipped_sd1_tokenizer(tmp_path, tiny_model, monkeypatch):
+    """A single file alone converts with SD 1.x's CLIP tokenizer; a tokenizer/ folder put next to it later is used
+    instead (a new conversion). The SD 1.5 default configs are swapped for the tiny ones the file fits."""
+    from stable_diffusion_chinese.tokenizers import CLIPTokenizer, write_sd1_clip_tokenizer
+    from stable_diffusion_chinese.weights import convert as convert_module
+
+    source = tmp_path / "models" / "tiny_sd1.safetensors"
+    source.parent.mkdir()
+    configs = _tiny_single_file(tiny_model, source)
+    monkeypatch.setattr(convert_module, "default_config", lambda component: configs[component])
+    engine = TextToImage(model=source, settings=Settings(tmp_path / "sd_home", {}))
+    result = engine.generate("a photo of a cat", seed=0, progress=False, **FAST)
+    assert result.images[0].size == (64, 64) and result.params[0].model == "tiny_sd1"
+    pipeline, _ = engine.pipeline()
+    assert isinstance(pipeline.tokenizer, CLIPTokenizer) and pipeline.tokenizer.vocab_size == 49408
+    assert pipeline.tokenizer.encode("a photo of a cat") == [49406, 320, 1125, 539, 320, 2368, 49407]
+    converted = list(engine.settings.converted_dir.iterdir())
+    assert len(converted) == 1 and (converted[0] / "tokenizer" / "merges.txt").is_file()
+    # the checkpoint's own tokenizer folder, told apart by SD 2.x's pad token "!"
+    own = write_sd1_clip_tokenizer(source.parent / "tokenizer")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        (own / name).write_text(json.dumps({**json.loads((own / name).read_text()), "pad_token": "!"}))
+    engine.generate("a photo of a cat", seed=0, progress=False, **FAST)
+    renewed = list(engine.settings.converted_dir.iterdir())
+    assert len(renewed) == 1 and renewed != converted
+    assert json.loads((renewed[0] / "tokenizer" / "tokenizer_config.json").read_text())["pad_token"] == "!"
+    assert engine.pipeline()[0].tokenizer.pad_token_id == 0
 
 
 def test_embedded_model_without_weights_is_a_clear_error(tmp_path):

@@ -3,7 +3,8 @@
 Order of choice: the ``model=`` argument, then ``SD_CHINESE_MODEL``, then ``"model"`` in config.json, then
 the embedded default model shipped in ``assets/embedded``. A choice is a Paddle folder (loaded as is), a
 diffusers folder or a single-file checkpoint (converted once, cached under ``cache/converted`` keyed by the
-source's path, sizes and modification times), the name of a downloaded model, or ``"embedded"``.
+source's path, sizes and modification times), the name of a downloaded model, or ``"embedded"``. A single
+file takes the ``tokenizer/`` folder next to it when there is one, else SD 1.x's CLIP tokenizer (shipped).
 """
 from __future__ import annotations
 
@@ -124,15 +125,14 @@ def paddle_folder(choice: ModelChoice, settings: Settings) -> Path:
     kind = model_kind(choice.path)
     if kind == "paddle":
         return choice.path
-    tokenizer = None
-    if kind == "single-file":
-        tokenizer = choice.path.parent / "tokenizer"
-        if not tokenizer.is_dir():
-            raise ModelNotFoundError(
-                f"single-file checkpoint {choice.path} carries no tokenizer: put the CLIP tokenizer folder "
-                f"(vocab.json + merges.txt) next to it as {tokenizer}, or convert it yourself with "
-                "`sd-chinese convert FILE OUT --tokenizer DIR` and use OUT")
-    return _converted(choice.path, tokenizer, settings)
+    return _converted(choice.path, _tokenizer_next_to(choice.path) if kind == "single-file" else None, settings)
+
+
+def _tokenizer_next_to(checkpoint: Path) -> Path | None:
+    """A single file's own ``tokenizer/`` folder beside it, if any; without one the conversion writes SD 1.x's
+    CLIP tokenizer, which the package ships."""
+    folder = checkpoint.parent / "tokenizer"
+    return folder if folder.is_dir() else None
 
 
 def fingerprint(source: Path) -> str:
@@ -144,7 +144,9 @@ def fingerprint(source: Path) -> str:
 
 
 def _converted(source: Path, tokenizer: Path | None, settings: Settings) -> Path:
-    key = fingerprint(source)
+    # a tokenizer folder added, changed or removed next to a single file changes the conversion too
+    key = fingerprint(source) if tokenizer is None else \
+        hashlib.sha256(f"{fingerprint(source)}+{fingerprint(tokenizer)}".encode()).hexdigest()[:16]
     cache = settings.converted_dir
     target = cache / f"{source.stem if source.is_file() else source.name}-{key}"
     if (target / SOURCE_RECORD).is_file():

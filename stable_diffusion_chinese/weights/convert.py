@@ -3,6 +3,8 @@
 The output has the source's layout: ``model_index.json``, one folder per component; network components get
 their ``config.json`` and ``model.pdparams`` (Paddle layout), tokenizer/scheduler folders are copied as-is.
 A single model folder (``config.json`` + weights, no ``model_index.json``) converts to one Paddle model folder.
+A single-file checkpoint carries no tokenizer: SD 1.x's CLIP tokenizer, derived from the OpenAI merges file the
+package ships, is written as its ``tokenizer/`` folder unless a tokenizer folder is given.
 Each network is built from its config and loaded strictly (``load_into``), so a checkpoint that does not
 fit its config fails here, with the keys named, rather than at generation time; Linear weights are
 transposed by walking the model, never guessed from tensor shapes.
@@ -20,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..tokenizers.clip import SD1_VOCAB_SIZE, write_sd1_clip_tokenizer
 from .errors import WeightsNotFoundError
 from .read import Checkpoint, find_weights_file, read_checkpoint
 from .state_dict import load_into
@@ -277,6 +280,8 @@ def _single_file_steps(source: Path, out: Path, config_files: Mapping[str, str |
     configs = {c: _read_json(Path(p), f"{c} config") if p else default_config(c) for c, p in config_files.items()}
     if tokenizer is not None and not tokenizer.is_dir():
         raise ConversionError(f"tokenizer folder not found: {tokenizer}")
+    if tokenizer is None:
+        _check_fits_sd1_tokenizer(configs["text_encoder"])
     state: dict[str, Any] = {}
 
     def read() -> str:
@@ -311,13 +316,30 @@ def _single_file_steps(source: Path, out: Path, config_files: Mapping[str, str |
                              "unet": ["diffusers", "UNet2DConditionModel"],
                              "vae": ["diffusers", "AutoencoderKL"],
                              "text_encoder": ["transformers", "CLIPTextModel"],
+                             "tokenizer": ["transformers", "CLIPTokenizer"],
                              "scheduler": ["diffusers", configs["scheduler"].get("_class_name")],
                              "_converted_from": source.name}
     if tokenizer is not None:
         steps.append(ConvertStep("tokenizer", _copy_step(tokenizer, out / "tokenizer")))
-        index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+    else:
+        steps.append(ConvertStep("tokenizer", lambda: _write_sd1_tokenizer(out / "tokenizer")))
     steps.append(ConvertStep(MODEL_INDEX, lambda: _write_index(out, index)))
     return steps
+
+
+def _check_fits_sd1_tokenizer(text_encoder_config: Mapping[str, Any]) -> None:
+    """The shipped SD 1.x tokenizer gives ids up to 49407: a smaller embedding table would fail only later,
+    at generation time, so refuse now."""
+    vocab_size = text_encoder_config.get("vocab_size")
+    if isinstance(vocab_size, int) and vocab_size < SD1_VOCAB_SIZE:
+        raise ConversionError(f"the text_encoder config has vocab_size {vocab_size}, fewer than the "
+                              f"{SD1_VOCAB_SIZE} tokens of SD 1.x's CLIP tokenizer used by default; pass the "
+                              "checkpoint's own tokenizer folder (tokenizer= / --tokenizer DIR)")
+
+
+def _write_sd1_tokenizer(out_dir: Path) -> str:
+    write_sd1_clip_tokenizer(out_dir)
+    return f"tokenizer: SD 1.x CLIP tokenizer ({SD1_VOCAB_SIZE:,} tokens) written from the shipped OpenAI merges"
 
 
 __all__ = ["ConversionError", "ConvertStep", "convert", "network_class", "build_network",
