@@ -1,0 +1,114 @@
+"""Generate the held-out prompt set with a pipeline and judge every image (GenEval-style).
+
+  python scripts/evaluate_embedded.py [--model stable_diffusion_chinese/assets/embedded] [--limit N]
+  python scripts/evaluate_embedded.py --source renders        # the judge on clean renders (should be ~100 %)
+  python scripts/evaluate_embedded.py --source reconstructions --model DIR   # renders through the VAE only
+
+Prints per-attribute accuracy (colour, shape, position, count, style, both objects of pair scenes,
+background) and seconds per image; ``--sheet PNG`` also writes a 4x4 contact sheet of the first 16
+images and a Markdown list of their prompts next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stable_diffusion_chinese.scenes.evalset import load_eval_set
+from stable_diffusion_chinese.scenes.judge import judge
+from stable_diffusion_chinese.scenes.render import render
+from stable_diffusion_chinese.training.models import EMBEDDED_DIR
+
+ATTRIBUTES = ("colour", "shape", "position", "count", "style", "both", "background")
+TARGETS = {"colour": 0.95, "shape": 0.90, "position": 0.90, "count": 0.85, "style": 0.90, "both": 0.70}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=EMBEDDED_DIR, help="pipeline folder")
+    parser.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
+    parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts")
+    parser.add_argument("--source", choices=["pipeline", "renders", "reconstructions"], default="pipeline")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--scheduler", default=None, help="sampler name (default: the model's)")
+    parser.add_argument("--sheet", type=Path, default=None, help="write a 4x4 contact sheet PNG of the first 16")
+    parser.add_argument("--json", type=Path, default=None, help="write per-prompt verdicts as JSON")
+    args = parser.parse_args(argv)
+
+    items = load_eval_set(args.prompts)[: args.limit]
+    make = _image_source(args)
+    tallies = {a: [0, 0] for a in ATTRIBUTES}
+    rows, images, seconds = [], [], 0.0
+    for prompt, scene, seed in items:
+        started = time.perf_counter()
+        image = make(prompt, scene, seed)
+        seconds += time.perf_counter() - started
+        verdict = judge(image, scene)
+        for attribute, ok in verdict.as_dict().items():
+            if ok is not None:
+                tallies[attribute][0] += bool(ok)
+                tallies[attribute][1] += 1
+        rows.append({"prompt": prompt, "seed": seed, **verdict.as_dict(), "detected_style": verdict.detected_style})
+        if len(images) < 16:
+            images.append((np.asarray(image), prompt))
+    print(f"{len(items)} prompts, source={args.source}, model={args.model}")
+    print(f"{'attribute':<12}{'accuracy':>10}{'n':>6}{'target':>8}")
+    for attribute, (right, total) in tallies.items():
+        if total:
+            target = f"{TARGETS[attribute]:.0%}" if attribute in TARGETS else "-"
+            print(f"{attribute:<12}{right / total:>10.1%}{total:>6}{target:>8}")
+    print(f"seconds per image: {seconds / max(len(items), 1):.3f}")
+    if args.sheet:
+        _contact_sheet(images, args.sheet)
+    if args.json:
+        args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
+def _image_source(args):
+    if args.source == "renders":
+        return lambda prompt, scene, seed: render(scene, seed=seed)
+    if args.source == "reconstructions":
+        import paddle
+        from stable_diffusion_chinese.models.vae import AutoencoderKL
+        from stable_diffusion_chinese.training.data import to_model_images
+
+        vae = AutoencoderKL.from_pretrained(args.model / "vae" if (args.model / "vae").is_dir() else args.model)
+
+        def reconstruct(prompt, scene, seed):
+            with paddle.no_grad():
+                decoded = vae.decode(vae.encode(to_model_images([render(scene, seed=seed)])).mode()).numpy()
+            return np.clip((decoded[0].transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        return reconstruct
+    from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(args.model, scheduler=args.scheduler)
+    return lambda prompt, scene, seed: pipe(prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                                            seed=seed, progress=False).images[0]
+
+
+def _contact_sheet(images, path: Path) -> None:
+    """4x4 grid, numbered in reading order; the prompts go to a Markdown file beside it (no CJK font needed)."""
+    from PIL import Image, ImageDraw
+
+    side = 128
+    sheet = Image.new("RGB", (4 * side, 4 * side), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (pixels, _) in enumerate(images):
+        x, y = (i % 4) * side, (i // 4) * side
+        sheet.paste(Image.fromarray(pixels.astype(np.uint8)), (x, y))
+        draw.text((x + 3, y + 2), str(i + 1), fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    lines = [f"# Contact sheet: {path.name}", "", "Numbered in reading order (left to right, top to bottom).", ""]
+    lines += [f"{i + 1}. {prompt}" for i, (_, prompt) in enumerate(images)]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

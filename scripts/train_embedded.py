@@ -1,0 +1,73 @@
+"""Train the embedded default model, export it, or fine-tune any model on a folder of captioned images.
+
+  python scripts/train_embedded.py all        --run-dir /work/embedded_run   (vae, then diffusion)
+  python scripts/train_embedded.py vae        --run-dir /work/embedded_run
+  python scripts/train_embedded.py diffusion  --run-dir /work/embedded_run [--steps N]
+  python scripts/train_embedded.py export     --run-dir /work/embedded_run --out stable_diffusion_chinese/assets/embedded
+  python scripts/train_embedded.py finetune   --model <pipeline folder> --data <images + metadata.jsonl> --run-dir <dir>
+
+Every stage resumes from the newest checkpoint in its folder. See docs/embedded_model.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from stable_diffusion_chinese.training import stages
+from stable_diffusion_chinese.training.config import TrainConfig
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["all", "vae", "diffusion", "export", "finetune"])
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--out", type=Path, help="export: the pipeline folder to write")
+    parser.add_argument("--model", type=Path, help="finetune: the pipeline folder to start from")
+    parser.add_argument("--data", type=Path, help="finetune: folder with images and metadata.jsonl")
+    parser.add_argument("--resolution", type=int, help="finetune: image side (default: the model's)")
+    parser.add_argument("--no-progress", action="store_true")
+    for field in dataclasses.fields(TrainConfig):
+        parser.add_argument("--" + field.name.replace("_", "-"), type=_bool if field.type in (bool, "bool") else
+                            type(field.default), default=None)
+    args = parser.parse_args(argv)
+    defaults = {"vae": stages.VAE_DEFAULTS, "finetune": dict(steps=1000, batch_size=4, learning_rate=1e-5,
+                                                             warmup_steps=0, ema_decay=0.999)}.get(
+        args.stage, stages.DIFFUSION_DEFAULTS)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name) is not None}
+    config = TrainConfig(**{**defaults, **overrides})
+    progress = not args.no_progress
+    if args.stage == "all":
+        # one command for the whole recipe; options given on the command line apply to the diffusion stage
+        print("trained VAE written to", stages.train_vae(args.run_dir, TrainConfig(**stages.VAE_DEFAULTS), progress))
+        print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress))
+    elif args.stage == "vae":
+        print("trained VAE written to", stages.train_vae(args.run_dir, config, progress))
+    elif args.stage == "diffusion":
+        print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress))
+    elif args.stage == "export":
+        out = args.out or args.run_dir / "pipeline"
+        sizes = stages.export_embedded(args.run_dir, config, out)
+        print(f"exported to {out}:", {k: f"{v / 1e6:.2f} MB" for k, v in sizes.items()})
+    else:
+        if args.model is None or args.data is None:
+            parser.error("finetune needs --model and --data")
+        trainer = stages.finetune(args.model, args.data, args.run_dir, config, args.resolution, progress)
+        out = args.out or args.run_dir / "pipeline"
+        stages.export_finetuned(trainer, args.model, out)
+        print("fine-tuned model written to", out)
+    return 0
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

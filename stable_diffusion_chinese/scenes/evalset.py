@@ -1,0 +1,41 @@
+"""The evaluation prompt set: held-out combinations (sampling.held_out) worded with held-out frames
+(captions.EVAL_FRAMES). Training never produces any of these prompts' scene combinations or phrasings.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .captions import caption
+from .sampling import sample_scene
+from .world import Scene
+
+#: share of each scene kind in the set
+KIND_SHARES = (("single", 0.4), ("count", 0.25), ("pair", 0.35))
+DEFAULT_SIZE = 200
+DEFAULT_SEED = 2024
+
+
+def build_eval_set(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED) -> list[dict]:
+    """``[{"prompt", "scene", "seed"}]``; ``seed`` is the generation seed for that prompt."""
+    kinds = []
+    for kind, share in KIND_SHARES:
+        kinds += [kind] * round(share * size)
+    kinds = (kinds + ["single"] * size)[:size]
+    items = []
+    for index, kind in enumerate(kinds):
+        rng = np.random.default_rng([seed, index])
+        scene = sample_scene(rng, "eval", kind)
+        items.append({"prompt": caption(scene, rng, "eval"), "scene": scene.to_dict(), "seed": 1000 + index})
+    return items
+
+
+def save_eval_set(path: str | Path, items: list[dict]) -> None:
+    Path(path).write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def load_eval_set(path: str | Path) -> list[tuple[str, Scene, int]]:
+    items = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [(item["prompt"], Scene.from_dict(item["scene"]), int(item["seed"])) for item in items]

@@ -1,0 +1,84 @@
+"""Random scenes for training and evaluation, with combinations held out of training.
+
+Held-out combinations (never sampled for training, the only ones in the evaluation prompt set):
+- single: (shape, colour, cell) with (shape + 2*colour + 3*cell) % 11 == 0          (~1/11 of them)
+- count:  (shape, colour, count) with (shape + 2*colour + 3*count) % 11 == 5
+- pair:   (shape1, colour1, cell1, shape2, colour2, cell2) with
+          (s1 + 2*c1 + 3*p1 + 5*s2 + 7*c2 + 11*p2) % 13 == 0
+(indices into world.SHAPES / world.COLOURS, cells 0..8). Every single attribute value still occurs
+in training; only these particular combinations are new at evaluation time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .world import (COLOURS, GRID, MIN_BACKGROUND_CONTRAST, PALETTE, SHAPES, STYLES, Scene, SceneObject,
+                    colour_distance)
+
+KIND_WEIGHTS = {"single": 0.45, "count": 0.25, "pair": 0.30}
+NO_STYLE_WEIGHT = 0.4            # the rest is shared evenly by the five styles
+BACKGROUND_PROBABILITY = 0.2     # chance that a (non-ink) scene names a background colour
+
+
+def held_out(scene: Scene) -> bool:
+    """Whether this scene's combination is reserved for evaluation."""
+    idx = [(SHAPES.index(o.shape), COLOURS.index(o.colour), o.cell) for o in scene.objects]
+    if scene.kind == "single":
+        s, c, p = idx[0]
+        return (s + 2 * c + 3 * p) % 11 == 0
+    if scene.kind == "count":
+        s, c, _ = idx[0]
+        return (s + 2 * c + 3 * len(idx)) % 11 == 5
+    (s1, c1, p1), (s2, c2, p2) = idx
+    return (s1 + 2 * c1 + 3 * p1 + 5 * s2 + 7 * c2 + 11 * p2) % 13 == 0
+
+
+def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None) -> Scene:
+    """A random scene; ``split="train"`` never returns a held-out combination, ``"eval"`` only those."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    for _ in range(1000):
+        scene = _random_scene(rng, kind)
+        if held_out(scene) == (split == "eval"):
+            return scene
+    raise RuntimeError("could not draw a scene for this split")  # pragma: no cover - probability ~0
+
+
+def _random_scene(rng: np.random.Generator, kind: str | None) -> Scene:
+    kinds = list(KIND_WEIGHTS)
+    kind = kind or kinds[rng.choice(len(kinds), p=list(KIND_WEIGHTS.values()))]
+    style = _style(rng)
+    cells = rng.permutation(GRID * GRID)
+    if kind == "single":
+        objects = (_object(rng, int(cells[0])),)
+    elif kind == "count":
+        n = int(rng.integers(1, 4))
+        first = _object(rng, int(cells[0]))
+        objects = tuple(SceneObject(first.shape, first.colour, int(c)) for c in cells[:n])
+    else:
+        a = _object(rng, int(cells[0]))
+        b = _object(rng, int(cells[1]))
+        while (b.shape, b.colour) == (a.shape, a.colour):   # two different objects
+            b = _object(rng, int(cells[1]))
+        objects = (a, b)
+    return Scene(objects, kind, _background(rng, objects, style), style)
+
+
+def _object(rng: np.random.Generator, cell: int) -> SceneObject:
+    return SceneObject(SHAPES[rng.integers(len(SHAPES))], COLOURS[rng.integers(len(COLOURS))], cell)
+
+
+def _style(rng: np.random.Generator):
+    if rng.random() < NO_STYLE_WEIGHT:
+        return None
+    styled = [s for s in STYLES if s is not None]
+    return styled[rng.integers(len(styled))]
+
+
+def _background(rng: np.random.Generator, objects, style):
+    if style == "ink" or rng.random() >= BACKGROUND_PROBABILITY:
+        return None
+    allowed = [c for c in COLOURS
+               if not (style == "cartoon" and c == "black")   # the outline would vanish
+               and all(colour_distance(PALETTE[c], PALETTE[o.colour]) >= MIN_BACKGROUND_CONTRAST for o in objects)]
+    return allowed[rng.integers(len(allowed))] if allowed else None

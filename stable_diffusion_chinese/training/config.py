@@ -1,0 +1,64 @@
+"""Hyper-parameters of one training run (saved next to its checkpoints as ``train_config.json``)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 1000                 # train until this many optimizer steps have been taken
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    warmup_steps: int = 200           # linear warm-up, then the schedule
+    lr_schedule: str = "constant"     # or "cosine": down to min_lr_ratio * learning_rate at ``steps``
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01        # AdamW, on weight matrices/kernels only (not biases, norms)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0            # global-norm clipping; 0 disables
+    ema_decay: float = 0.999
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    # diffusion stage
+    caption_dropout: float = 0.1      # captions replaced by "" so the model also learns the unconditional case (CFG)
+    latent_reuse: int = 1             # each rendered + VAE-encoded batch serves this many steps (new noise, t, captions)
+    train_text_encoder: bool = True
+    # VAE stage
+    kl_weight: float = 1e-5           # times the per-sample KL sum, divided by the pixels per sample (LDM uses 1e-6)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "latent_reuse", "keep_checkpoints"):
+            if int(getattr(self, name)) < 1 and not (name == "steps" and self.steps == 0):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= self.caption_dropout <= 1.0:
+            raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    def learning_rate_at(self, step: int) -> float:
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        low = self.learning_rate * self.min_lr_ratio
+        return low + (self.learning_rate - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {sorted(unknown)}")
+        return cls(**values)

@@ -1,0 +1,68 @@
+"""Build, save and load the networks of a text-to-image model folder (diffusers layout).
+
+``EMBEDDED_DIR`` (``assets/embedded``) holds the embedded model's configs and, once trained, its weights.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from ..models.unet import UNet2DConditionModel
+from ..models.vae import AutoencoderKL
+from ..text.bert import BertTextEncoder
+from ..tokenizers.bert import BertTokenizer
+
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
+WEIGHTS_FILE = "model.pdparams"
+NETWORKS = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": BertTextEncoder}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def build_network(name: str, folder: str | Path = EMBEDDED_DIR, seed: int = 0):
+    """A freshly initialised network from ``folder/<name>/config.json`` (Paddle's default initialisers, seeded)."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; expected one of {sorted(NETWORKS)}")
+    paddle.seed(seed)
+    return NETWORKS[name].from_config(read_json(Path(folder) / name / "config.json"))
+
+
+def load_tokenizer(folder: str | Path = EMBEDDED_DIR) -> BertTokenizer:
+    return BertTokenizer.from_pretrained(Path(folder) / "tokenizer")
+
+
+def save_network(layer, folder: str | Path, fp16: bool = False, extra_config: dict | None = None) -> int:
+    """Write ``config.json`` + ``model.pdparams``; ``fp16`` stores float weights as float16 (halves the
+    size; the loaders cast back to the layer's float32 when loading). Returns the bytes written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**layer.config.to_dict(), **(extra_config or {})}
+    (folder / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    state = {}
+    for key, value in layer.state_dict().items():
+        array = value.numpy()
+        state[key] = array.astype(np.float16) if fp16 and array.dtype == np.float32 else array
+    paddle.save(state, str(folder / WEIGHTS_FILE))
+    return (folder / WEIGHTS_FILE).stat().st_size
+
+
+CONFIG_EXTRAS = {"unet": {"_class_name": "UNet2DConditionModel"}, "vae": {"_class_name": "AutoencoderKL"},
+                 "text_encoder": {"model_type": "bert", "architectures": ["BertModel"]}}
+
+
+def export_pipeline(out_dir: str | Path, networks: dict, template: str | Path = EMBEDDED_DIR,
+                    fp16: bool = True) -> dict[str, int]:
+    """A loadable pipeline folder: the networks' weights plus tokenizer, scheduler and model_index from ``template``."""
+    out_dir, template = Path(out_dir), Path(template)
+    sizes = {name: save_network(layer, out_dir / name, fp16, CONFIG_EXTRAS.get(name)) for name, layer in networks.items()}
+    if out_dir.resolve() != template.resolve():
+        for part in ("tokenizer", "scheduler"):
+            shutil.copytree(template / part, out_dir / part, dirs_exist_ok=True)
+        shutil.copy(template / "model_index.json", out_dir / "model_index.json")
+    return sizes

@@ -1,0 +1,42 @@
+"""The DDPM forward process used for training: x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps.
+
+Betas come from ``schedulers/schedule.py`` (the same maths every sampler uses), so a model trained
+here with ``scaled_linear`` 0.00085..0.012 over 1000 steps works with the standard SD samplers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+
+from ..schedulers.schedule import alphas_cumprod_from_betas, make_betas
+
+#: Stable Diffusion 1.x's training schedule (its scheduler_config.json)
+SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+class NoiseSchedule:
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
+                 beta_schedule: str = "scaled_linear", prediction_type: str = "epsilon"):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.prediction_type = prediction_type
+        betas = make_betas(beta_schedule, self.num_train_timesteps, beta_start, beta_end)
+        self.alphas_cumprod = alphas_cumprod_from_betas(betas)
+
+    @classmethod
+    def from_scheduler_config(cls, config: dict) -> "NoiseSchedule":
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+        values = {**SD_SCHEDULE, **{k: config[k] for k in keys if k in config}}
+        return cls(**values)
+
+    def add_noise(self, x0: paddle.Tensor, noise: paddle.Tensor, timesteps: np.ndarray) -> paddle.Tensor:
+        a = self.alphas_cumprod[np.asarray(timesteps, dtype=np.int64)].reshape(-1, 1, 1, 1)
+        return paddle.to_tensor(np.sqrt(a)) * x0 + paddle.to_tensor(np.sqrt(1.0 - a)) * noise
+
+    def target(self, x0: paddle.Tensor, noise: paddle.Tensor, timesteps: np.ndarray) -> paddle.Tensor:
+        """What the UNet learns to predict: the noise, or v = sqrt(a) eps - sqrt(1 - a) x0."""
+        if self.prediction_type == "epsilon":
+            return noise
+        a = self.alphas_cumprod[np.asarray(timesteps, dtype=np.int64)].reshape(-1, 1, 1, 1)
+        return paddle.to_tensor(np.sqrt(a)) * noise - paddle.to_tensor(np.sqrt(1.0 - a)) * x0

@@ -1,0 +1,125 @@
+"""The embedded model's training stages and the fine-tuning entry, as functions the script calls.
+
+Run folder layout (``run_dir``):
+  vae/            VAE-stage checkpoints, loss_log.jsonl
+  vae_model/      the trained VAE (EMA weights, scaling_factor measured) used by the next stage
+  diffusion/      UNet + text-encoder checkpoints, loss_log.jsonl
+  pipeline/       ``export``: a complete, loadable pipeline folder (fp16 weights)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from ..models.vae import AutoencoderKL
+from .config import TrainConfig
+from .data import FolderData, SceneData
+from .ema import EMA
+from .models import EMBEDDED_DIR, build_network, export_pipeline, load_tokenizer, read_json, save_network
+from .noise import NoiseSchedule
+from .tasks import DiffusionTask, VAETask
+from .trainer import Trainer
+
+VAE_CROP = 64
+VAE_DEFAULTS = dict(steps=3000, batch_size=8, learning_rate=5e-4, warmup_steps=100, ema_decay=0.99, lr_schedule="cosine",
+                    checkpoint_every=100, log_every=10)
+DIFFUSION_DEFAULTS = dict(steps=200_000, batch_size=32, learning_rate=3e-4, warmup_steps=500, ema_decay=0.999,
+                          checkpoint_every=100, log_every=10, latent_reuse=4)
+SCALING_BATCHES = 8
+
+
+def train_vae(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> Path:
+    run_dir = Path(run_dir)
+    vae = build_network("vae", EMBEDDED_DIR, seed=config.seed)
+    trainer = Trainer(VAETask(vae, SceneData(config.batch_size, config.seed), config.kl_weight, config.seed, VAE_CROP),
+                      config, run_dir / "vae")
+    trainer.resume()
+    trainer.run(progress=progress)
+    return export_vae(trainer, run_dir / "vae_model", config.seed)
+
+
+def export_vae(trainer: Trainer, out_dir: Path, seed: int) -> Path:
+    """EMA weights + ``scaling_factor`` = 1 / std of posterior samples (how SD's 0.18215 was chosen)."""
+    vae = build_network("vae", EMBEDDED_DIR, seed=seed)
+    trainer.ema.copy_to({"vae": vae})
+    vae.eval()
+    data = SceneData(16, seed=seed + 1)
+    samples = []
+    with paddle.no_grad():
+        for index in range(SCALING_BATCHES):
+            posterior = vae.encode(paddle.to_tensor(data.batch(index)[0]))
+            noise = np.random.default_rng([seed, index]).standard_normal(posterior.mean.shape).astype(np.float32)
+            samples.append(posterior.sample(noise).numpy())
+    scaling = float(1.0 / np.std(np.concatenate(samples)))
+    save_network(vae, out_dir, fp16=False, extra_config={"_class_name": "AutoencoderKL", "scaling_factor": scaling})
+    return out_dir
+
+
+def diffusion_trainer(run_dir: str | Path, config: TrainConfig) -> Trainer:
+    run_dir = Path(run_dir)
+    vae_dir = run_dir / "vae_model"
+    if not (vae_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{vae_dir} has no trained VAE; run the 'vae' stage first")
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    unet = build_network("unet", EMBEDDED_DIR, seed=config.seed)
+    text_encoder = build_network("text_encoder", EMBEDDED_DIR, seed=config.seed + 1)
+    schedule = NoiseSchedule.from_scheduler_config(read_json(EMBEDDED_DIR / "scheduler" / "scheduler_config.json"))
+    task = DiffusionTask(unet, text_encoder, vae, load_tokenizer(EMBEDDED_DIR), schedule,
+                         SceneData(config.batch_size, config.seed), seed=config.seed,
+                         caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
+                         train_text_encoder=config.train_text_encoder)
+    return Trainer(task, config, run_dir / "diffusion")
+
+
+def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None = None, progress: bool = True) -> int:
+    trainer = diffusion_trainer(run_dir, config)
+    trainer.resume()
+    return trainer.run(until, progress=progress)
+
+
+def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Path) -> dict[str, int]:
+    """The newest diffusion checkpoint's EMA weights + the trained VAE -> a pipeline folder (fp16)."""
+    trainer = diffusion_trainer(run_dir, config)
+    step = trainer.resume()
+    if step == 0:
+        raise FileNotFoundError(f"no diffusion checkpoint in {Path(run_dir) / 'diffusion'}")
+    unet = build_network("unet", EMBEDDED_DIR)
+    text_encoder = build_network("text_encoder", EMBEDDED_DIR)
+    trainer.ema.copy_to({"unet": unet, "text_encoder": text_encoder})
+    return export_pipeline(out_dir, {"unet": unet, "vae": trainer.task.vae, "text_encoder": text_encoder})
+
+
+def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, config: TrainConfig,
+             resolution: int | None = None, progress: bool = True) -> Trainer:
+    """Fine-tune a loaded pipeline (the embedded one or a full-size one) on a folder + metadata.jsonl."""
+    from ..pipelines.loading import load_components
+
+    parts = load_components(model_dir)
+    vae, unet = parts["vae"], parts["unet"]
+    resolution = resolution or unet.config.sample_size * vae.downscale_factor
+    scheduler_config = read_json(Path(model_dir) / "scheduler" / "scheduler_config.json")
+    task = DiffusionTask(unet, parts["text_encoder"], vae, parts["tokenizer"],
+                         NoiseSchedule.from_scheduler_config(scheduler_config),
+                         FolderData(data_dir, config.batch_size, resolution, config.seed), seed=config.seed,
+                         caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
+                         train_text_encoder=config.train_text_encoder)
+    trainer = Trainer(task, config, run_dir)
+    trainer.resume()
+    trainer.run(progress=progress)
+    return trainer
+
+
+def export_finetuned(trainer: Trainer, model_dir: str | Path, out_dir: str | Path, fp16: bool = False) -> dict:
+    """The fine-tuned EMA weights written as a pipeline folder next to the original's other parts."""
+    import copy
+
+    networks = {}
+    for name, layer in trainer.layers.items():
+        fresh = copy.deepcopy(layer)
+        trainer.ema.copy_to({name: fresh})
+        networks[name] = fresh
+    networks.setdefault("vae", trainer.task.vae)
+    networks.setdefault("text_encoder", trainer.task.text_encoder)
+    return export_pipeline(out_dir, networks, template=model_dir, fp16=fp16)

@@ -1,0 +1,139 @@
+"""What one training step computes: the VAE's reconstruction loss or the UNet's noise-prediction loss.
+
+A task holds the networks and a data source and maps a step number to a scalar loss. All randomness
+of a step (noise, timesteps, caption dropout, posterior samples) comes from
+``np.random.default_rng([seed, step, purpose])``, so step k computes the same thing whether or not
+the run was interrupted before it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from .noise import NoiseSchedule
+
+# ``purpose`` numbers that keep the per-step random streams apart
+_VAE_NOISE, _DIFFUSION_STEP, _POSTERIOR = 1, 2, 3
+
+
+class VAETask:
+    """Reconstruction (L1 + L2, per-element means) + ``kl_weight`` * KL (per-sample sum / elements).
+
+    ``crop`` trains on random ``crop`` x ``crop`` windows (corners on the 8-pixel grid, so pixel-style
+    blocks stay aligned with latent cells): the networks are convolutional, and a 64-pixel window
+    costs a quarter of the full 128-pixel image.
+    """
+
+    def __init__(self, vae: nn.Layer, data, kl_weight: float, seed: int, crop: int | None = None):
+        self.vae, self.data, self.kl_weight, self.seed = vae, data, float(kl_weight), int(seed)
+        self.crop = crop
+        self.last_parts: dict[str, float] = {}
+
+    @property
+    def trainable(self) -> dict[str, nn.Layer]:
+        return {"vae": self.vae}
+
+    def loss(self, step: int) -> paddle.Tensor:
+        images, _ = self.data.batch(step)
+        rng = np.random.default_rng([self.seed, step, _VAE_NOISE])
+        if self.crop:
+            images = _random_crops(images, self.crop, rng)
+        x = paddle.to_tensor(images)
+        posterior = self.vae.encode(x)
+        noise = rng.standard_normal(posterior.mean.shape).astype(np.float32)
+        reconstruction = self.vae.decode(posterior.sample(noise))
+        l1 = F.l1_loss(reconstruction, x)
+        l2 = F.mse_loss(reconstruction, x)
+        kl = posterior.kl().mean() / float(np.prod(images.shape[1:]))
+        self.last_parts = {"l1": float(l1), "l2": float(l2), "kl": float(kl) * float(np.prod(images.shape[1:]))}
+        return l1 + l2 + self.kl_weight * kl
+
+
+def _random_crops(images: np.ndarray, size: int, rng: np.random.Generator, grid: int = 8,
+                  object_share: float = 0.75) -> np.ndarray:
+    """Grid-aligned ``size`` windows; ``object_share`` of them centred near a random foreground pixel
+    (one far from the border's median colour), since most of a scene is flat background."""
+    _, _, h, w = images.shape
+    if size > min(h, w) or size % grid:
+        raise ValueError(f"crop {size} must be a multiple of {grid} and at most the image size {h}x{w}")
+    crops = []
+    for image in images:
+        top = int(rng.integers(0, (h - size) // grid + 1)) * grid
+        left = int(rng.integers(0, (w - size) // grid + 1)) * grid
+        if rng.random() < object_share:
+            border = np.concatenate([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], axis=1)
+            distance = np.abs(image - np.median(border, axis=1)[:, None, None]).sum(0)
+            ys, xs = np.nonzero(distance > 0.3)
+            if len(ys):
+                k = int(rng.integers(len(ys)))
+                top = int(np.clip(round((ys[k] - size / 2) / grid), 0, (h - size) // grid)) * grid
+                left = int(np.clip(round((xs[k] - size / 2) / grid), 0, (w - size) // grid)) * grid
+        crops.append(image[:, top:top + size, left:left + size])
+    return np.stack(crops)
+
+
+class DiffusionTask:
+    """Noise prediction on VAE latents, conditioned on the text encoder's embeddings of the captions."""
+
+    def __init__(self, unet: nn.Layer, text_encoder: nn.Layer, vae: nn.Layer, tokenizer, schedule: NoiseSchedule,
+                 data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
+                 train_text_encoder: bool = True, max_length: int | None = None):
+        self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
+        self.schedule, self.data, self.seed = schedule, data, int(seed)
+        self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
+        self.train_text_encoder = bool(train_text_encoder)
+        self.max_length = int(max_length or tokenizer.model_max_length)
+        self.vae.eval()
+        for p in self.vae.parameters():
+            p.stop_gradient = True
+        if not self.train_text_encoder:
+            for p in self.text_encoder.parameters():
+                p.stop_gradient = True
+        self._cached: tuple[int, paddle.Tensor, list[str]] | None = None
+        self.last_parts: dict[str, float] = {}
+
+    @property
+    def trainable(self) -> dict[str, nn.Layer]:
+        layers = {"unet": self.unet}
+        if self.train_text_encoder:
+            layers["text_encoder"] = self.text_encoder
+        return layers
+
+    def latents_and_captions(self, step: int) -> tuple[paddle.Tensor, list[str]]:
+        index, variant = divmod(step, self.latent_reuse)
+        if self._cached is None or self._cached[0] != index:
+            images, _ = self.data.batch(index)
+            with paddle.no_grad():
+                posterior = self.vae.encode(paddle.to_tensor(images))
+                rng = np.random.default_rng([self.seed, index, _POSTERIOR])
+                noise = rng.standard_normal(posterior.mean.shape).astype(np.float32)
+                latents = posterior.sample(noise) * self.vae.config.scaling_factor
+            self._cached = (index, latents)
+        captions = self._captions(index, variant)
+        return self._cached[1], captions
+
+    def _captions(self, index: int, variant: int) -> list[str]:
+        if hasattr(self.data, "captions"):
+            return self.data.captions(index, variant)   # fresh wording of the same scenes
+        return self.data.batch(index)[1]
+
+    def loss(self, step: int) -> paddle.Tensor:
+        latents, captions = self.latents_and_captions(step)
+        rng = np.random.default_rng([self.seed, step, _DIFFUSION_STEP])
+        batch = latents.shape[0]
+        captions = ["" if drop else text for text, drop in zip(captions, rng.random(batch) < self.caption_dropout)]
+        timesteps = rng.integers(0, self.schedule.num_train_timesteps, batch)
+        noise = paddle.to_tensor(rng.standard_normal(latents.shape).astype(np.float32))
+        noisy = self.schedule.add_noise(latents, noise, timesteps)
+        context = self.encode_text(captions)
+        prediction = self.unet(noisy, paddle.to_tensor(timesteps.astype(np.float32)), context)
+        return F.mse_loss(prediction, self.schedule.target(latents, noise, timesteps))
+
+    def encode_text(self, captions: list[str]) -> paddle.Tensor:
+        tokens = self.tokenizer(captions, max_length=self.max_length, padding="max_length", truncation=True)
+        # the pipelines pass the mask only to encoders whose config says use_attention_mask (diffusers' rule)
+        wants_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
+        mask = tokens["attention_mask"] if wants_mask else None
+        return self.text_encoder.encode(tokens["input_ids"], mask)

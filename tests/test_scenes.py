@@ -1,0 +1,138 @@
+"""The scene world of the embedded model: renderer, captions, held-out split, judge."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stable_diffusion_chinese.scenes import Scene, SceneObject, caption, held_out, judge, render, sample_scene
+from stable_diffusion_chinese.scenes.captions import COLOUR_WORDS, SHAPE_WORDS, TRADITIONAL
+from stable_diffusion_chinese.scenes.evalset import build_eval_set
+from stable_diffusion_chinese.scenes.world import PALETTE, RICE_PAPER, WHITE, cell_centre
+from stable_diffusion_chinese.tokenizers.bert import BertTokenizer
+
+STYLES = (None, "ink", "cartoon", "pixel", "oil", "watercolor")
+
+
+def one(shape="circle", colour="red", cell=4, style=None, background=None):
+    return Scene((SceneObject(shape, colour, cell),), "single", background, style)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_render_is_seeded_and_deterministic(style):
+    scene = one(style=style)
+    a, b, c = render(scene, seed=3), render(scene, seed=3), render(scene, seed=4)
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_flat_drawing_uses_the_exact_palette_and_background():
+    for colour, rgb in PALETTE.items():
+        for cell in (0, 4, 8):
+            image = render(one("square", colour, cell), seed=cell)
+            x, y = cell_centre(cell)
+            assert tuple(image[int(y), int(x)]) == rgb
+            assert tuple(image[1, 1]) == WHITE
+    assert tuple(render(one(background="blue"), seed=0)[1, 1]) == PALETTE["blue"]
+
+
+def test_styles_have_their_defining_pixels():
+    ink = render(one(style="ink"), seed=0).astype(int)
+    assert np.abs(ink[1, 1] - np.array(RICE_PAPER)).max() <= 8        # rice paper
+    pixel = render(one("star", "blue", 4, style="pixel"), seed=0)
+    blocks = pixel.reshape(16, 8, 16, 8, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all()                    # constant 8x8 blocks
+    cartoon = render(one("circle", "yellow", 4, style="cartoon"), seed=0)
+    row = cartoon[64].astype(int)                                    # a horizontal line through the centre
+    dark = np.nonzero(row.sum(-1) < 60)[0]
+    assert len(dark) >= 4 and tuple(cartoon[64, 64]) == PALETTE["yellow"]   # outline around a flat fill
+    water = render(one("square", "blue", 4, style="watercolor"), seed=0).astype(int)
+    washed = np.array(PALETTE["blue"]) * 0.5 + 127.5
+    assert np.abs(water[64, 64] - washed).max() < 25
+    oil = render(one(style="oil"), seed=0).astype(float)
+    assert oil[2:30, 2:30].std() > 5                                 # brush texture on the background
+
+
+def test_scene_validation_rejects_impossible_scenes():
+    with pytest.raises(ValueError, match="share a cell"):
+        Scene((SceneObject("circle", "red", 1), SceneObject("square", "blue", 1)), "pair")
+    with pytest.raises(ValueError, match="unknown colour"):
+        SceneObject("circle", "gold", 1)
+    with pytest.raises(ValueError, match="too close"):
+        one(colour="orange", background="yellow")
+    with pytest.raises(ValueError, match="rice paper"):
+        one(style="ink", background="blue")
+
+
+def test_train_and_eval_splits_are_disjoint():
+    rng = np.random.default_rng(0)
+    assert not any(held_out(sample_scene(rng, "train")) for _ in range(300))
+    items = build_eval_set(40, seed=1)
+    assert all(held_out(Scene.from_dict(item["scene"])) for item in items)
+    assert build_eval_set(40, seed=1) == items                       # the prompt set is reproducible
+
+
+def test_captions_name_the_scene_and_vary():
+    rng = np.random.default_rng(0)
+    tokenizer = BertTokenizer()
+    scene = Scene((SceneObject("star", "red", 2),), "single", None, "oil")
+    texts = {caption(scene, rng) for _ in range(200)}
+    assert len(texts) > 50
+    simplified = [t.translate({ord(v): k for k, v in TRADITIONAL.items()}) for t in texts]
+    assert all(any(w in t for w in SHAPE_WORDS["star"]) for t in simplified)
+    assert all(COLOUR_WORDS["red"][1] in t for t in simplified)
+    assert any(t != s for t, s in zip(texts, simplified))              # some traditional-character captions
+    for _ in range(200):                                               # every caption character is in the vocab
+        s = sample_scene(rng)
+        ids = tokenizer.encode(caption(s, rng))
+        assert tokenizer.unk_token_id not in ids and len(ids) <= 48
+
+
+def test_judge_is_right_on_clean_renders_of_every_style():
+    rng = np.random.default_rng(7)
+    wrong = []
+    for i in range(150):
+        scene = sample_scene(rng, kind=("single", "count", "pair")[i % 3])
+        verdict = judge(render(scene, seed=i), scene)
+        wrong += [(scene, k) for k, v in verdict.as_dict().items() if v is False]
+    assert wrong == []
+
+
+def test_judge_notices_wrong_images():
+    scene = one("triangle", "green", 2)
+    assert judge(render(one("triangle", "blue", 2), seed=0), scene).colour is False
+    assert judge(render(one("circle", "green", 2), seed=0), scene).shape is False
+    assert judge(render(one("triangle", "green", 6), seed=0), scene).position is False
+    assert judge(render(one("triangle", "green", 2, style="oil"), seed=0), scene).style is False
+    two = Scene((SceneObject("triangle", "green", 2), SceneObject("triangle", "green", 6)), "count")
+    assert judge(render(two, seed=0), Scene(two.objects[:1] + (SceneObject("triangle", "green", 4),) +
+                                            two.objects[1:], "count")).count is False
+    pair = Scene((SceneObject("circle", "red", 3), SceneObject("square", "blue", 5)), "pair")
+    swapped = Scene((SceneObject("circle", "red", 5), SceneObject("square", "blue", 3)), "pair")
+    assert judge(render(pair, seed=0), pair).both is True
+    assert judge(render(swapped, seed=0), pair).both is False
+    with pytest.raises(ValueError, match="128x128"):
+        judge(np.zeros((64, 64, 3), np.uint8), scene)
+
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "stable_diffusion_chinese" / "assets" / "embedded"
+#: the shipped model must beat these on the first prompts of the held-out set (chance is ~1/8 colour, ~1/4 shape)
+FLOORS = {"colour": 0.5, "shape": 0.4, "position": 0.4}
+
+
+@pytest.mark.skipif(not (EMBEDDED_WEIGHTS / "unet" / "model.pdparams").is_file(),
+                    reason="the embedded model's weights have not been exported into the package yet")
+def test_shipped_model_scores_above_a_floor():
+    from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
+    from stable_diffusion_chinese.scenes.evalset import load_eval_set
+
+    pipe = StableDiffusionPipeline.from_pretrained(EMBEDDED_WEIGHTS)
+    items = [item for item in load_eval_set(EMBEDDED_WEIGHTS / "eval_prompts.json") if item[1].kind == "single"][:8]
+    tallies = {k: [] for k in FLOORS}
+    for prompt, scene, seed in items:
+        verdict = judge(pipe(prompt, seed=seed, progress=False).images[0], scene)
+        for k in FLOORS:
+            if getattr(verdict, k) is not None:
+                tallies[k].append(bool(getattr(verdict, k)))
+    for k, floor in FLOORS.items():
+        assert np.mean(tallies[k]) >= floor, (k, tallies[k])

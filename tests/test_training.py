@@ -1,0 +1,144 @@
+"""The training loop on tiny networks: the loss goes down, resuming equals not stopping, folder data."""
+import json
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+from stable_diffusion_chinese.models.unet import UNet2DConditionModel
+from stable_diffusion_chinese.models.vae import AutoencoderKL
+from stable_diffusion_chinese.text.bert import BertTextEncoder
+from stable_diffusion_chinese.tokenizers.bert import BertTokenizer
+from stable_diffusion_chinese.training import FolderData, SceneData, TrainConfig, Trainer
+from stable_diffusion_chinese.training.noise import NoiseSchedule
+from stable_diffusion_chinese.training.tasks import DiffusionTask, VAETask
+
+TINY_UNET = dict(sample_size=16, block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4,
+                 down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                 up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=16, attention_head_dim=2)
+TINY_VAE = dict(block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4, sample_size=128)
+TINY_BERT = dict(vocab_size=21128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=32, max_position_embeddings=16)
+
+
+def tiny_task(seed=0, latent_reuse=2, batch_size=2):
+    paddle.seed(seed)
+    unet = UNet2DConditionModel.from_config(TINY_UNET)
+    vae = AutoencoderKL.from_config(TINY_VAE)
+    bert = BertTextEncoder.from_config(TINY_BERT)
+    return DiffusionTask(unet, bert, vae, BertTokenizer(model_max_length=16), NoiseSchedule(),
+                         SceneData(batch_size, seed=seed), seed=seed, caption_dropout=0.5, latent_reuse=latent_reuse)
+
+
+def config(**overrides):
+    values = dict(steps=4, learning_rate=1e-3, warmup_steps=2, checkpoint_every=2, log_every=1, ema_decay=0.9,
+                  batch_size=2)
+    return TrainConfig(**{**values, **overrides})
+
+
+def fixed_loss(task, step=0) -> float:
+    with paddle.no_grad():
+        return float(task.loss(step))
+
+
+def test_vae_stage_lowers_the_reconstruction_loss(tmp_path):
+    paddle.seed(0)
+    vae = AutoencoderKL.from_config(TINY_VAE)
+    task = VAETask(vae, SceneData(2, seed=0), kl_weight=1e-5, seed=0, crop=32)
+    before = np.mean([fixed_loss(task, s) for s in range(3)])
+    Trainer(task, config(steps=30, learning_rate=3e-3, checkpoint_every=100), tmp_path).run(progress=False)
+    after = np.mean([fixed_loss(task, s) for s in range(3)])
+    assert after < 0.6 * before
+
+
+def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):
+    task = tiny_task(latent_reuse=1000)   # one batch, seen with fresh noise and timesteps every step
+    before = np.mean([fixed_loss(task, s) for s in range(4)])
+    trainer = Trainer(task, config(steps=40, learning_rate=3e-3, checkpoint_every=100, log_every=10), tmp_path)
+    trainer.run(progress=False)
+    after = np.mean([fixed_loss(task, s) for s in range(4)])
+    assert after < 0.8 * before
+    log = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [10, 20, 30, 40]
+
+
+def parameters(trainer):
+    state = {f"{n}.{k}": v.numpy() for n, layer in trainer.layers.items() for k, v in layer.state_dict().items()}
+    state.update({f"ema.{k}": v.numpy() for k, v in trainer.ema.shadow.items()})
+    return state
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    straight = Trainer(tiny_task(), config(steps=4), tmp_path / "straight")
+    straight.run(progress=False)
+
+    first = Trainer(tiny_task(), config(steps=4), tmp_path / "split")
+    first.run(until=2, progress=False)
+    np.random.seed(123)   # disturb the global RNG: the checkpoint must restore it
+    resumed = Trainer(tiny_task(seed=0), config(steps=4), tmp_path / "split")   # fresh objects
+    assert resumed.resume() == 2
+    resumed.run(progress=False)
+
+    a, b = parameters(straight), parameters(resumed)
+    assert a.keys() == b.keys()
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert worst <= 1e-7, worst
+    names = sorted(p.name for p in (tmp_path / "split").iterdir())
+    assert names == ["ckpt-00000002.pdckpt", "ckpt-00000004.pdckpt", "loss_log.jsonl", "train_config.json"]
+
+
+def test_checkpoint_restores_optimizer_state_and_rng(tmp_path):
+    trainer = Trainer(tiny_task(), config(steps=2), tmp_path)
+    trainer.run(progress=False)
+    expected_numpy = np.random.get_state()[1].copy()
+    fresh = Trainer(tiny_task(seed=5), config(steps=2), tmp_path)
+    np.random.seed(99)
+    fresh.resume()
+    assert np.array_equal(np.random.get_state()[1], expected_numpy)
+    moments = {k: v for k, v in fresh.optimizer.state_dict().items() if "moment1" in k}
+    assert moments and all(np.abs(np.asarray(v)).max() > 0 for v in moments.values())
+
+
+def write_folder(folder, n=3):
+    folder.mkdir()
+    lines = []
+    for i in range(n):
+        Image.fromarray(np.full((40 + 10 * i, 60, 3), 50 * i, np.uint8)).save(folder / f"img{i}.png")
+        lines.append(json.dumps({"file_name": f"img{i}.png", "text": f"第{i}张图"}, ensure_ascii=False))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_folder_data_reads_metadata_and_walks_epochs(tmp_path):
+    write_folder(tmp_path / "data")
+    data = FolderData(tmp_path / "data", batch_size=2, resolution=32, seed=0)
+    images, texts = data.batch(0)
+    assert images.shape == (2, 3, 32, 32) and images.dtype == np.float32
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    seen = [t for k in range(3) for t in data.batch(k)[1]]               # 6 picks = two epochs of 3
+    assert sorted(seen[:3]) == sorted(seen[3:]) == ["第0张图", "第1张图", "第2张图"]
+    for k in range(3):
+        again = data.batch(k)
+        assert again[1] == data.batch(k)[1]
+
+
+def test_folder_data_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metadata.jsonl"):
+        FolderData(tmp_path, 1, 32)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        FolderData(tmp_path, 1, 32)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match='"text"'):
+        FolderData(tmp_path, 1, 32)
+
+
+def test_diffusion_task_trains_on_folder_data(tmp_path):
+    write_folder(tmp_path / "data")
+    paddle.seed(0)
+    task = DiffusionTask(UNet2DConditionModel.from_config(TINY_UNET), BertTextEncoder.from_config(TINY_BERT),
+                         AutoencoderKL.from_config(TINY_VAE), BertTokenizer(model_max_length=16), NoiseSchedule(),
+                         FolderData(tmp_path / "data", 2, 128), seed=0, train_text_encoder=False)
+    assert set(task.trainable) == {"unet"}
+    trainer = Trainer(task, config(steps=2), tmp_path / "run")
+    assert trainer.run(progress=False) == 2
