@@ -28,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_argument("--vae-config", help="diffusers AutoencoderKL config.json")
     single.add_argument("--text-encoder-config", help="transformers CLIPTextModel config.json")
     single.add_argument("--scheduler-config", help="scheduler_config.json to write")
-    single.add_argument("--tokenizer", help="tokenizer folder to copy (single files carry none)")
+    single.add_argument("--tokenizer", help="tokenizer folder to copy (default: SD 1.x's CLIP tokenizer, shipped)")
     convert.set_defaults(handler=run_convert)
+    from .runtime.command import add_export_command
+
+    add_export_command(commands)
     return parser
 
 

@@ -26,6 +26,9 @@ class Attention(nn.Layer):
         self.to_k = nn.Linear(context_dim, inner, bias_attr=None if qkv_bias else False)
         self.to_v = nn.Linear(context_dim, inner, bias_attr=None if qkv_bias else False)
         self.to_out = nn.LayerList([nn.Linear(inner, query_dim), nn.Dropout(0.0)])
+        # how attention is computed, never what: set by stable_diffusion_chinese.runtime (attention_ops.attention)
+        self.max_scores: int | None = None  # attention slicing budget, score elements per chunk
+        self.fused_self_attention = False  # static graphs only: Paddle's fused CPU self-attention kernel
 
     def forward(self, x: paddle.Tensor, context: paddle.Tensor | None = None) -> paddle.Tensor:
         if self.group_norm is None:
@@ -36,7 +39,8 @@ class Attention(nn.Layer):
         return out + x
 
     def _attend(self, x: paddle.Tensor, context: paddle.Tensor) -> paddle.Tensor:
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads,
+                        max_scores=self.max_scores, fused=self.fused_self_attention and context is x)
         return self.to_out[0](out)
 
 

@@ -205,6 +205,7 @@ class UNet2DConditionModel(PretrainedLayer):
 
 
 def _tensor(value, dtype: str) -> paddle.Tensor:
-    if isinstance(value, paddle.Tensor):
+    # paddle.pir.Value: a tensor of a static program being traced (paddle.jit.to_static, runtime.export)
+    if isinstance(value, (paddle.Tensor, paddle.pir.Value)):
         return value.astype(dtype) if value.dtype != getattr(paddle, dtype) else value
     return paddle.to_tensor(np.asarray(value, dtype=dtype))

@@ -13,6 +13,7 @@ from ..config import ModelConfig
 from .pretrained import PretrainedLayer
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from .transformer import Attention
+from .vae_tiling import VAETiling, tiled_decode, tiled_encode
 
 VAE_EPS = 1e-6  # diffusers' Encoder/Decoder fix the ResNet and attention GroupNorm epsilon at 1e-6
 
@@ -154,6 +155,8 @@ class AutoencoderKL(PretrainedLayer):
         self.decoder = Decoder(config)
         self.quant_conv = nn.Conv2D(2 * latent, 2 * latent, 1) if config.use_quant_conv else None
         self.post_quant_conv = nn.Conv2D(latent, latent, 1) if config.use_post_quant_conv else None
+        #: decode/encode large images in overlapping tiles (``vae_tiling``); None = whole images
+        self.tiling: VAETiling | None = None
 
     @property
     def downscale_factor(self) -> int:
@@ -162,16 +165,30 @@ class AutoencoderKL(PretrainedLayer):
     def encode(self, images) -> DiagonalGaussian:
         """Images in [-1, 1], [B, C, H, W] with H and W multiples of the downscale factor."""
         x = _images(images, self.config.in_channels, self.downscale_factor)
+        if self.tiling is not None and self.tiling.needed(x.shape[2], x.shape[3]):
+            return DiagonalGaussian(tiled_encode(self.moments, x, self.downscale_factor, self.tiling,
+                                                 2 * self.config.latent_channels))
+        return DiagonalGaussian(self.moments(x))
+
+    def moments(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Encoder + quant conv: posterior mean and log-variance stacked on the channel axis."""
         moments = self.encoder(x)
         if self.quant_conv is not None:
             moments = self.quant_conv(moments)
-        return DiagonalGaussian(moments)
+        return moments
 
     def decode(self, latents) -> paddle.Tensor:
         """Unscaled latents [B, latent_channels, h, w] -> images in about [-1, 1]."""
         z = latents if isinstance(latents, paddle.Tensor) else paddle.to_tensor(np.asarray(latents, np.float32))
         if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
             raise ValueError(f"VAE decode expects latents [B, {self.config.latent_channels}, h, w], got {list(z.shape)}")
+        f = self.downscale_factor
+        if self.tiling is not None and self.tiling.needed(z.shape[2] * f, z.shape[3] * f):
+            return tiled_decode(self.decode_latents, z, f, self.tiling, self.config.out_channels)
+        return self.decode_latents(z)
+
+    def decode_latents(self, z: paddle.Tensor) -> paddle.Tensor:
+        """Post-quant conv + decoder on a checked latent tensor."""
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         return self.decoder(z)
