@@ -1,8 +1,9 @@
 """The five styles of the scene world, as filters on a clean flat drawing (uint8 [H, W, 3]).
 
 水墨 ink: greyscale ink on rice paper with soft edges; 卡通 cartoon: flat colour with a 3-pixel black
-outline (drawn by the renderer); 像素风格 pixel: 8x8-pixel blocks (from per-object block coverage); 油画 oil: visible brush-stroke
-texture (broad light and dark dabs); 水彩 watercolour: colours washed halfway to white with blurred edges and uneven pigment.
+outline (drawn by the renderer); 像素风格 pixel: 8x8-pixel blocks (from per-object block coverage);
+油画 oil: visible brush-stroke texture (broad light and dark dabs); 水彩 watercolour: colours washed
+halfway to white with blurred edges and uneven pigment.
 """
 from __future__ import annotations
 
