@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from .base import coef
+from .base import Scheduler, coef
 from .schedule import spaced_timesteps, sqrt32
 
 
@@ -29,3 +29,14 @@ def alpha_space_timesteps(spacing: str, num_train_timesteps: int, num_steps: int
                           steps_offset: int) -> np.ndarray:
     """DDIM/DDPM int64 timesteps; see :func:`schedule.spaced_timesteps`."""
     return spaced_timesteps(spacing, num_train_timesteps, num_steps, steps_offset).astype(np.int64)
+
+
+class EvenlySpacedScheduler(Scheduler):
+    """DDIM and DDPM: ``n`` training timesteps picked by the configured spacing, one model call each."""
+
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        n = self._check_num_steps(num_inference_steps)
+        c = self.config
+        self.num_inference_steps = n
+        self.timesteps = alpha_space_timesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset)
+        self._reset_step_tracking()

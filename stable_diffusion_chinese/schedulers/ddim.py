@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from .alpha_space import alpha_space_timesteps, predict_x0_and_eps
-from .base import Scheduler, SchedulerOutput, as_number, check_tensor, coef
+from .alpha_space import EvenlySpacedScheduler, predict_x0_and_eps
+from .base import SchedulerOutput, as_number, check_tensor, coef
 from .schedule import sqrt32
 
 # diffusers 0.42.1 DDIMScheduler.__init__ defaults
@@ -15,7 +15,7 @@ DDIM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
                      rescale_betas_zero_snr=False)
 
 
-class DDIMScheduler(Scheduler):
+class DDIMScheduler(EvenlySpacedScheduler):
     diffusers_name = "DDIMScheduler"
     defaults = DDIM_DEFAULTS
 
@@ -26,13 +26,6 @@ class DDIMScheduler(Scheduler):
         super().__init__(config, **overrides)
         # alpha_bar "before" the first training step: 1 (a clean image) or alpha_bar_0
         self.final_alpha_cumprod = np.float32(1.0) if self.config.set_alpha_to_one else self.alphas_cumprod[0]
-
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        n = self._check_num_steps(num_inference_steps)
-        c = self.config
-        self.num_inference_steps = n
-        self.timesteps = alpha_space_timesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset)
-        self._reset_step_tracking()
 
     def step(self, model_output: paddle.Tensor, timestep, sample: paddle.Tensor,
              noise: paddle.Tensor | None = None, eta: float = 0.0) -> SchedulerOutput:

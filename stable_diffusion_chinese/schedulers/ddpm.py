@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from .alpha_space import alpha_space_timesteps, predict_x0_and_eps
-from .base import Scheduler, SchedulerOutput, as_number, check_tensor, coef
+from .alpha_space import EvenlySpacedScheduler, predict_x0_and_eps
+from .base import SchedulerOutput, as_number, check_tensor, coef
 from .schedule import exp32, log32, sqrt32
 
 # diffusers 0.42.1 DDPMScheduler.__init__ defaults
@@ -17,7 +17,7 @@ DDPM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
 
 
-class DDPMScheduler(Scheduler):
+class DDPMScheduler(EvenlySpacedScheduler):
     diffusers_name = "DDPMScheduler"
     defaults = DDPM_DEFAULTS
     adds_noise = True
@@ -28,13 +28,6 @@ class DDPMScheduler(Scheduler):
         if config.variance_type not in VARIANCE_TYPES:
             raise ValueError(f"DDPM variance_type {config.variance_type!r} is not supported "
                              f"(supported: {list(VARIANCE_TYPES)}; 'learned*' needs a 2x-channel UNet)")
-
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        n = self._check_num_steps(num_inference_steps)
-        c = self.config
-        self.num_inference_steps = n
-        self.timesteps = alpha_space_timesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset)
-        self._reset_step_tracking()
 
     def _previous_timestep(self, t: int) -> int:
         i = self._index_for_timestep(t)
