@@ -4,7 +4,8 @@ Method (numpy only, no learned parts):
 1. Background = per-channel median of a 4-pixel border strip.
 2. Foreground = pixels whose 3x3-box-smoothed colour is more than ``FOREGROUND_DISTANCE`` (RGB
    distance) from the background; the 4-connected components of that mask eroded by two pixels are the
-   objects (smaller than ``MIN_AREA`` pixels: noise). The number of objects is the **count**. Each
+   objects (smaller than ``MIN_AREA`` pixels: noise; larger than ``MAX_AREA``: a blob that makes the
+   count wrong). The number of objects is the **count**. Each
    object's own mask is then re-thresholded at half its own contrast and hole-filled (the edge of a
    blurred shape; a cartoon outline's interior).
 3. **Position** of a component = the grid cell of its bounding-box centre.
@@ -42,6 +43,7 @@ from .world import CANVAS, CELL, COLOURS, GRID, OBJECT_WIDTH, PALETTE, PIXEL_BLO
 
 FOREGROUND_DISTANCE = 30.0   # RGB distance; oil dabs reach 25, the faintest object (washed pink) ~53
 MIN_AREA = 150               # pixels; the smallest object (a star) covers ~450
+MAX_AREA = 2500              # pixels; the largest object (a pixel-art circle) covers <= 1600: bigger is no object
 BORDER = 4
 PAPER_DISTANCE = 16.0
 TEMPLATE_SIZE = 32
@@ -101,7 +103,9 @@ def judge(image, scene: Scene) -> Verdict:
     mask = distance > FOREGROUND_DISTANCE
     # components of the mask eroded by two pixels: objects in neighbouring cells are >= 4 px apart, and
     # soft edges or texture must not bridge them
-    components = [c for c in _components(_erode(mask, 2)) if len(c[0]) >= MIN_AREA]
+    found = _components(_erode(mask, 2))
+    blobs = sum(len(c[0]) > MAX_AREA for c in found)     # noise or a smeared image: nothing countable
+    components = [c for c in found if MIN_AREA <= len(c[0]) <= MAX_AREA]
     blocky = _is_pixel_art(rgb)
     objects = [_describe(rgb, distance, c, blocky) for c in components]
     style = _style(rgb, mask, background, objects)
@@ -111,6 +115,8 @@ def judge(image, scene: Scene) -> Verdict:
     if scene.background is not None:
         bg_ok = _nearest_colour(background)[0] == scene.background
     judged = {"single": _single, "count": _count, "pair": _pair}[scene.kind](scene, objects)
+    if blobs:
+        judged["count"] = False
     if not colour_judged:
         judged["colour"] = None
     return Verdict(**judged, style=style_ok, background=bg_ok, detected_style=style, objects=objects)
