@@ -359,9 +359,10 @@ class Worker:
     def __init__(self, framework: str, workdir: Path, threads: int, log):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
         self.framework, self.log = framework, log
+        # cwd: Paddle's profiler writes profile.log into the working directory
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", framework, "--workdir", str(workdir), "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=ROOT)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=workdir)
         self.other_output: list[str] = []
         self.read()
 

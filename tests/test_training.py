@@ -142,3 +142,19 @@ def test_diffusion_task_trains_on_folder_data(tmp_path):
     assert set(task.trainable) == {"unet"}
     trainer = Trainer(task, config(steps=2), tmp_path / "run")
     assert trainer.run(progress=False) == 2
+
+
+def test_embedded_text_encoder_starts_with_words_visible():
+    """Paddle's default Xavier init made the 21128-row word table 10x smaller than the position table, so
+    every caption encoded to nearly the same vectors and no text conditioning was learned; build_network
+    now initialises the text encoder as transformers' BERT does (normal 0.02)."""
+    from stable_diffusion_chinese.training.models import build_network, load_tokenizer
+
+    encoder, tokenizer = build_network("text_encoder", seed=1), load_tokenizer()
+    captions = ["右上角有一个红色的五角星", "左下角是蓝色的圆形", "两个绿色的三角形", "水墨风格，中间有一个黑色的方块"]
+    tokens = tokenizer(captions, max_length=16, padding="max_length", truncation=True)
+    with paddle.no_grad():
+        hidden = encoder.encode(tokens["input_ids"], None).numpy()
+    # spread across captions at the word positions, relative to the overall spread of the features
+    assert hidden[:, 1:9].std(axis=0).mean() > 0.3 * hidden.std()
+    assert float(encoder.embeddings.word_embeddings.weight.std()) == pytest.approx(0.02, rel=0.05)

@@ -25,7 +25,7 @@ from .trainer import Trainer
 VAE_CROP = 64
 VAE_DEFAULTS = dict(steps=3000, batch_size=8, learning_rate=5e-4, warmup_steps=100, ema_decay=0.99, lr_schedule="cosine",
                     checkpoint_every=100, log_every=10)
-DIFFUSION_DEFAULTS = dict(steps=200_000, batch_size=32, learning_rate=3e-4, warmup_steps=500, ema_decay=0.999,
+DIFFUSION_DEFAULTS = dict(steps=200_000, batch_size=32, learning_rate=5e-4, warmup_steps=200, ema_decay=0.999,
                           checkpoint_every=100, log_every=10, latent_reuse=4)
 SCALING_BATCHES = 8
 
