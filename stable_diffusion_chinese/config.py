@@ -11,6 +11,8 @@ import json
 import os
 from typing import Any, Mapping, TypeVar
 
+from .json_files import read_json_object
+
 C = TypeVar("C", bound="ModelConfig")
 
 
@@ -29,8 +31,7 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls: type[C], path: str | os.PathLike) -> C:
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        return cls.from_dict(read_json_object(path))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

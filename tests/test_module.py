@@ -289,7 +289,19 @@ def test_bad_input_writes_nothing(engine, tmp_path):
     a_file.write_bytes(b"not a folder")
     with pytest.raises(ValueError, match="output_dir .* exists and is not a folder"):
         engine.generate("猫", output_dir=a_file, **FAST)
+    with pytest.raises(ValueError, match="output_dir .* cannot be created: .*file.png' is a file"):
+        engine.generate("猫", output_dir=a_file / "sub" / "dir", **FAST)
     assert a_file.read_bytes() == b"not a folder"
+
+
+@pytest.mark.parametrize("part", ["model_index.json", "unet/config.json", "scheduler/scheduler_config.json"])
+def test_broken_json_in_a_model_folder_names_the_file(tiny_model, tmp_path, part):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    (copy / part).write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError) as caught:
+        TextToImage(model=copy, settings=Settings(tmp_path / "home", {})).generate("猫", **FAST)
+    assert f"{copy / part} is not valid JSON: Expecting property name" in str(caught.value)
 
 
 def test_run_command_messages(engine, tmp_path, capsys):

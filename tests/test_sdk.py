@@ -206,3 +206,12 @@ def test_install_hub_module(tmp_path, capsys):
     assert "is a copy, not a link to the installed package" in capsys.readouterr().err
     assert main(["install-hub-module", "--hub-home", str(hub_home), "--force"]) == 0
     assert entry.is_symlink() and entry.resolve() == package
+
+
+def test_install_hub_module_into_a_file_is_a_clear_error(tmp_path, capsys):
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(SystemExit):
+        main(["install-hub-module", "--hub-home", str(a_file)])
+    err = capsys.readouterr().err
+    assert f"cannot create the hub module folder {a_file / 'modules'}" in err and "must be a folder" in err

@@ -5,10 +5,10 @@ the networks to ours (one table for converting and loading).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from ..json_files import read_json_object
 from ..schedulers import make_scheduler, read_scheduler_config
 from ..tokenizers import load_tokenizer
 from ..weights.convert import network_class
@@ -21,7 +21,7 @@ def load_components(folder, scheduler: str | None = None) -> dict[str, Any]:
     index_file = root / "model_index.json"
     if not index_file.is_file():
         raise FileNotFoundError(f"{root} is not a Stable Diffusion model folder: it has no model_index.json")
-    index = json.loads(index_file.read_text(encoding="utf-8"))
+    index = read_json_object(index_file)
     parts: dict[str, Any] = {}
     for name in NETWORKS + ("tokenizer", "scheduler"):
         entry = index.get(name)

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import paddle
 
+from ..json_files import read_json_object
 from . import schedule
 from .config import SchedulerConfig, resolve_config
 
@@ -210,8 +211,7 @@ def read_scheduler_config(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder)
     for candidate in (path, path / CONFIG_NAME, path / "scheduler" / CONFIG_NAME):
         if candidate.is_file():
-            with open(candidate, encoding="utf-8") as f:
-                return json.load(f)  # Python's json reads diffusers' -Infinity
+            return read_json_object(candidate)
     raise FileNotFoundError(f"no {CONFIG_NAME} in {path} or {path / 'scheduler'}")
 
 

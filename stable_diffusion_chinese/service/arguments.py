@@ -165,6 +165,10 @@ def check_output_dir(value: Any) -> Path | None:
     path = Path(value).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"output_dir {os.fspath(value)!r} exists and is not a folder")
+    # checked before generating: the first existing ancestor must be a folder the folder can be made in
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"output_dir {os.fspath(value)!r} cannot be created: {os.fspath(existing)!r} is a file")
     return path
 
 

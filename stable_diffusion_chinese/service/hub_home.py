@@ -52,7 +52,11 @@ def install_hub_module(home: Path | None = None, force: bool = False) -> Path:
             raise HubInstallError(f"{entry} already exists and is a copy, not a link to the installed package "
                                   f"{target}; pass --force to replace it")
         shutil.rmtree(entry)
-    entry.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HubInstallError(f"cannot create the hub module folder {entry.parent} ({error.strerror}); "
+                              f"HUB_HOME / --hub-home must be a folder") from None
     temporary = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}")
     try:
         os.symlink(target, temporary, target_is_directory=True)

@@ -10,10 +10,10 @@ named special token (bos/eos/unk/sep/pad/cls/mask, extra special tokens) not yet
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Mapping
 
+from ..json_files import read_json_object
 from .added_tokens import AddedToken
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -118,11 +118,7 @@ class TokenizerFolder:
         path = self.file(name)
         if path is None:
             return None
-        with open(path, encoding="utf-8") as f:
-            try:
-                return json.load(f)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is not valid JSON: {error}") from None
+        return read_json_object(path)
 
 
 def _content(value: Any) -> str:

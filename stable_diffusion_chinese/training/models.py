@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from ..json_files import read_json_object as read_json
 from ..models.unet import UNet2DConditionModel
 from ..models.vae import AutoencoderKL
 from ..text.bert import BertTextEncoder
@@ -19,10 +20,6 @@ from ..tokenizers.bert import BertTokenizer
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
 WEIGHTS_FILE = "model.pdparams"
 NETWORKS = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": BertTextEncoder}
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def build_network(name: str, folder: str | Path = EMBEDDED_DIR, seed: int = 0):
