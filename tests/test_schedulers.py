@@ -29,6 +29,7 @@ import torch
 
 from stable_diffusion_chinese.config import UnsupportedConfigError
 from stable_diffusion_chinese.schedulers import SCHEDULERS, from_pretrained, make_scheduler, schedule
+from stable_diffusion_chinese.schedulers.factory import CLASSES
 
 REFERENCE_CONFIGS = Path(__file__).parent / "reference_configs"
 SHAPE = (2, 4, 8, 8)
@@ -472,3 +473,16 @@ if __name__ == "__main__":
 
     warnings.filterwarnings("ignore")
     measure()
+
+
+@pytest.mark.parametrize("cls_name, option, value, extra", [
+    ("DPMSolverMultistepScheduler", "solver_type", "bh2", {}),
+    # diffusers refuses deis with its default final_sigmas_type "zero"
+    ("DPMSolverMultistepScheduler", "algorithm_type", "deis", {"final_sigmas_type": "sigma_min"}),
+    ("UniPCMultistepScheduler", "solver_type", "heun", {}),
+])
+def test_sibling_solver_options_are_renamed_as_diffusers_does(cls_name, option, value, extra):
+    """A config written for one multistep solver loads into another with diffusers' renames."""
+    theirs = getattr(diffusers, cls_name)(**{option: value}, **extra).config[option]
+    ours = getattr(CLASSES[cls_name](**{option: value}, **extra).config, option)
+    assert theirs != value and ours == theirs

@@ -47,6 +47,9 @@ class Scheduler:
     defaults: ClassVar[dict[str, Any]] = {}
     #: options of the diffusers class we do not implement -> accepted values
     unsupported: ClassVar[dict[str, tuple]] = {"thresholding": (False,)}
+    #: option -> {a sibling sampler's value: this class's}: the renames diffusers' ``__init__`` applies
+    #: so a config written for one multistep solver loads into another
+    option_aliases: ClassVar[dict[str, dict[str, str]]] = {}
     #: timestep entries per sampling step (Heun lists interior timesteps twice: 2); img2img skips
     #: ``t_start * order`` entries
     order: ClassVar[int] = 1
@@ -58,6 +61,7 @@ class Scheduler:
 
     def __init__(self, config: Mapping[str, Any] | SchedulerConfig | None = None, **overrides: Any):
         self.config = resolve_config(self.defaults, self.unsupported, config, overrides)
+        self._rename_aliased_options(self.config)
         self.check_config(self.config)
         c = self.config
         betas = schedule.make_betas(c.beta_schedule, c.num_train_timesteps, c.beta_start, c.beta_end,
@@ -97,6 +101,12 @@ class Scheduler:
 
     def check_config(self, config: SchedulerConfig) -> None:
         """Reject option values this sampler does not implement. Override per sampler."""
+
+    def _rename_aliased_options(self, config: SchedulerConfig) -> None:
+        """Rewrite the values listed in ``option_aliases`` to this class's names, before checking them."""
+        for option, aliases in self.option_aliases.items():
+            value = getattr(config, option)
+            setattr(config, option, aliases.get(value, value))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(steps={self.num_inference_steps}, config={self.config})"
@@ -185,6 +195,19 @@ class Scheduler:
             self._step_index = self._begin_index if self._begin_index is not None \
                 else self._index_for_timestep(timestep)
         return self._step_index
+
+    def _begin_step(self, model_output: paddle.Tensor, sample: paddle.Tensor, timestep) -> int:
+        """Opening of every sampler that walks its schedule by index: check the inputs and return
+        the position of this step (found from ``timestep`` on the first call)."""
+        check_tensor("model_output", model_output)
+        check_tensor("sample", sample)
+        return self._init_step_index(timestep)
+
+    def _end_step(self, prev_sample: paddle.Tensor,
+                  pred_original_sample: paddle.Tensor | None = None) -> SchedulerOutput:
+        """Close of such a step: move to the next position and hand back the result."""
+        self._step_index += 1
+        return SchedulerOutput(prev_sample, pred_original_sample)
 
     def _indices_for_add_noise(self, timesteps) -> list[int]:
         """Schedule positions of ``timesteps`` as diffusers' sigma-space ``add_noise`` picks them."""

@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 
 from . import schedule
-from .base import SchedulerOutput, check_tensor, coef
+from .base import SchedulerOutput, coef
 from .multistep import MultistepScheduler, alpha_sigma, half_log_snr
 from .schedule import exp32, log32, sqrt32
 
@@ -23,10 +23,6 @@ DPM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, 
                     lambda_min_clipped=-float("inf"), timestep_spacing="linspace", steps_offset=0,
                     rescale_betas_zero_snr=False)
 
-# diffusers treats UniPC's/DEIS's names for the 2nd-order rule as "midpoint" and "deis" as "dpmsolver++"
-_SOLVER_TYPE_ALIASES = {"bh1": "midpoint", "bh2": "midpoint", "logrho": "midpoint"}
-_ALGORITHM_ALIASES = {"deis": "dpmsolver++"}
-
 
 class DPMSolverMultistepScheduler(MultistepScheduler):
     diffusers_name = "DPMSolverMultistepScheduler"
@@ -34,10 +30,11 @@ class DPMSolverMultistepScheduler(MultistepScheduler):
     unsupported = {"thresholding": (False,), "variance_type": (None,), "use_exponential_sigmas": (False,),
                    "use_beta_sigmas": (False,), "use_lu_lambdas": (False,), "use_flow_sigmas": (False,),
                    "use_dynamic_shifting": (False,)}
+    # diffusers treats UniPC's/DEIS's names for the 2nd-order rule as "midpoint" and "deis" as "dpmsolver++"
+    option_aliases = {"algorithm_type": {"deis": "dpmsolver++"},
+                      "solver_type": {"bh1": "midpoint", "bh2": "midpoint", "logrho": "midpoint"}}
 
     def check_config(self, config) -> None:
-        config.algorithm_type = _ALGORITHM_ALIASES.get(config.algorithm_type, config.algorithm_type)
-        config.solver_type = _SOLVER_TYPE_ALIASES.get(config.solver_type, config.solver_type)
         if config.algorithm_type != "dpmsolver++":
             raise ValueError(f"DPM-Solver algorithm_type {config.algorithm_type!r} is not supported "
                              "(supported: 'dpmsolver++'; the SDE and noise-prediction variants are not built)")
@@ -72,10 +69,10 @@ class DPMSolverMultistepScheduler(MultistepScheduler):
 
     def step(self, model_output: paddle.Tensor, timestep, sample: paddle.Tensor,
              noise: paddle.Tensor | None = None, eta: float = 0.0) -> SchedulerOutput:
-        check_tensor("model_output", model_output)
-        check_tensor("sample", sample)
+        """DPM-Solver++ multistep (Algorithm 2 for order 2): x0 from the model output joins the history,
+        then the highest order the history allows updates x_s -> x_t (orders below)."""
+        i = self._begin_step(model_output, sample, timestep)
         c = self.config
-        i = self._init_step_index(timestep)
         n = len(self.timesteps)
         # fall back to lower orders at the very end: more stable for few steps (< 15) and needed
         # when the last sigma is 0 (lambda = inf)
@@ -92,8 +89,7 @@ class DPMSolverMultistepScheduler(MultistepScheduler):
         else:
             prev_sample = self._third_order(sample, i)
         self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
-        self._step_index += 1
-        return SchedulerOutput(prev_sample, x0)
+        return self._end_step(prev_sample, x0)
 
     def _first_order(self, sample: paddle.Tensor, i: int) -> paddle.Tensor:
         """x_t = (sigma_t/sigma_s) x_s - alpha_t (e^{-h} - 1) D0  (DPM-Solver++ first order = DDIM)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from .base import SchedulerOutput, check_tensor, coef
+from .base import SchedulerOutput, coef
 from .schedule import sqrt32
 from .sigma_space import SigmaScheduler, predict_x0_sigma
 
@@ -42,15 +42,12 @@ class EulerDiscreteScheduler(SigmaScheduler):
              noise: paddle.Tensor | None = None, eta: float = 0.0) -> SchedulerOutput:
         """EDM Algorithm 2 without churn: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i,
         d_i = (x_i - x0) / sigma_i (eq. 4)."""
-        check_tensor("model_output", model_output)
-        check_tensor("sample", sample)
-        i = self._init_step_index(timestep)
+        i = self._begin_step(model_output, sample, timestep)
         sigma = self.sigmas[i]
         x0 = predict_x0_sigma(model_output, sample, sigma, self.config.prediction_type)
         derivative = (sample - x0) / coef(sigma)
         dt = self.sigmas[i + 1] - sigma
-        self._step_index += 1
-        return SchedulerOutput(sample + derivative * coef(dt), x0)
+        return self._end_step(sample + derivative * coef(dt), x0)
 
 
 class EulerAncestralDiscreteScheduler(SigmaScheduler):
@@ -77,9 +74,7 @@ class EulerAncestralDiscreteScheduler(SigmaScheduler):
         down to sigma_down and fresh noise of std sigma_up, with sigma_down^2 + sigma_up^2 = sigma_{i+1}^2
         and sigma_up = sigma_{i+1} sqrt(1 - sigma_{i+1}^2 / sigma_i^2) (k-diffusion
         ``get_ancestral_step``, the DDPM posterior variance in sigma space)."""
-        check_tensor("model_output", model_output)
-        check_tensor("sample", sample)
-        i = self._init_step_index(timestep)
+        i = self._begin_step(model_output, sample, timestep)
         sigma_from, sigma_to = self.sigmas[i], self.sigmas[i + 1]
         x0 = predict_x0_sigma(model_output, sample, sigma_from, self.config.prediction_type)
         from2, to2 = sigma_from * sigma_from, sigma_to * sigma_to
@@ -89,5 +84,4 @@ class EulerAncestralDiscreteScheduler(SigmaScheduler):
         derivative = (sample - x0) / coef(sigma_from)
         prev_sample = sample + derivative * coef(sigma_down - sigma_from)
         prev_sample = prev_sample + self._noise_like(sample, noise) * coef(sigma_up)
-        self._step_index += 1
-        return SchedulerOutput(prev_sample, x0)
+        return self._end_step(prev_sample, x0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from .base import SchedulerOutput, check_tensor, coef
+from .base import SchedulerOutput, coef
 from .sigma_space import SigmaScheduler, predict_x0_sigma
 
 # diffusers 0.42.1 HeunDiscreteScheduler.__init__ defaults
@@ -41,9 +41,7 @@ class HeunDiscreteScheduler(SigmaScheduler):
              noise: paddle.Tensor | None = None, eta: float = 0.0) -> SchedulerOutput:
         """Predictor: x' = x_i + (sigma_{i+1} - sigma_i) d_i. Corrector (the next call, at x'):
         x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (d_i + d'_{i+1}) / 2 (EDM Algorithm 1, lines 5-8)."""
-        check_tensor("model_output", model_output)
-        check_tensor("sample", sample)
-        i = self._init_step_index(timestep)
+        i = self._begin_step(model_output, sample, timestep)
         predictor = self._dt is None
         sigma, sigma_next = (self.sigmas[i], self.sigmas[i + 1]) if predictor else (self.sigmas[i - 1], self.sigmas[i])
         sigma_at_sample = sigma if predictor else sigma_next
@@ -58,5 +56,4 @@ class HeunDiscreteScheduler(SigmaScheduler):
             derivative = (self._first_derivative + derivative) / 2
             prev_sample = self._start_sample + derivative * coef(self._dt)
             self._first_derivative = self._dt = self._start_sample = None
-        self._step_index += 1
-        return SchedulerOutput(prev_sample, x0)
+        return self._end_step(prev_sample, x0)

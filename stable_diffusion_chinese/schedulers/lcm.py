@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 
 from .alpha_space import predict_x0_and_eps
-from .base import Scheduler, SchedulerOutput, as_number, check_tensor, coef
+from .base import Scheduler, SchedulerOutput, as_number, coef
 from .schedule import sqrt32
 
 # diffusers 0.42.1 LCMScheduler.__init__ defaults
@@ -70,10 +70,10 @@ class LCMScheduler(Scheduler):
 
     def step(self, model_output: paddle.Tensor, timestep, sample: paddle.Tensor,
              noise: paddle.Tensor | None = None, eta: float = 0.0) -> SchedulerOutput:
-        check_tensor("model_output", model_output)
-        check_tensor("sample", sample)
+        """One loop of LCM Algorithm 3: f(x_t, t) = c_skip(t) x_t + c_out(t) x0 (eq. 4), then, but for
+        the last step, x_prev = sqrt(a_prev) f + sqrt(1 - a_prev) z at the next timestep."""
+        i = self._begin_step(model_output, sample, timestep)
         c = self.config
-        i = self._init_step_index(timestep)
         t = int(as_number(timestep))
         prev_t = int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else t
         a_t = self.alphas_cumprod[t]
@@ -89,5 +89,4 @@ class LCMScheduler(Scheduler):
             prev_sample = coef(sqrt32(a_prev)) * denoised + coef(sqrt32(np.float32(1.0) - a_prev)) * noise
         else:
             prev_sample = denoised
-        self._step_index += 1
-        return SchedulerOutput(prev_sample, denoised)
+        return self._end_step(prev_sample, denoised)

@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 from numpy.polynomial import Polynomial
 
-from .base import SchedulerOutput, check_tensor, coef
+from .base import SchedulerOutput, coef
 from .sigma_space import SigmaScheduler, predict_x0_sigma
 
 # diffusers 0.42.1 LMSDiscreteScheduler.__init__ defaults
@@ -51,9 +51,7 @@ class LMSDiscreteScheduler(SigmaScheduler):
              noise: paddle.Tensor | None = None, eta: float = 0.0) -> SchedulerOutput:
         """x_{i+1} = x_i + sum_j c_ij d_{i-j}, d = (x - x0)/sigma the ODE derivative dx/dsigma
         (EDM eq. 4 with sigma(t) = t), c_ij the integrated Lagrange weights (Adams-Bashforth)."""
-        check_tensor("model_output", model_output)
-        check_tensor("sample", sample)
-        i = self._init_step_index(timestep)
+        i = self._begin_step(model_output, sample, timestep)
         sigma = self.sigmas[i]
         x0 = predict_x0_sigma(model_output, sample, sigma, self.config.prediction_type)
         self.derivatives.append((sample - x0) / coef(sigma))
@@ -64,5 +62,4 @@ class LMSDiscreteScheduler(SigmaScheduler):
         for j, derivative in enumerate(reversed(self.derivatives)):
             term = coef(lms_coefficient(self.sigmas, i, order, j)) * derivative
             update = term if update is None else update + term
-        self._step_index += 1
-        return SchedulerOutput(sample + update, x0)
+        return self._end_step(sample + update, x0)

@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 
 from . import schedule
-from .base import SchedulerOutput, check_tensor, coef
+from .base import SchedulerOutput, coef
 from .multistep import MultistepScheduler, alpha_sigma, half_log_snr
 from .schedule import expm1_32
 
@@ -24,9 +24,6 @@ UNIPC_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02
                       timestep_spacing="linspace", steps_offset=0, final_sigmas_type="zero",
                       rescale_betas_zero_snr=False, sigma_min=None, sigma_max=None)
 
-# diffusers maps DPM-Solver's names for the second-order rule onto bh2
-_SOLVER_TYPE_ALIASES = {"midpoint": "bh2", "heun": "bh2", "logrho": "bh2"}
-
 
 class UniPCMultistepScheduler(MultistepScheduler):
     diffusers_name = "UniPCMultistepScheduler"
@@ -34,9 +31,10 @@ class UniPCMultistepScheduler(MultistepScheduler):
     unsupported = {"thresholding": (False,), "solver_p": (None,), "use_exponential_sigmas": (False,),
                    "use_beta_sigmas": (False,), "use_flow_sigmas": (False,), "use_dynamic_shifting": (False,),
                    "shift_terminal": (None,)}
+    # diffusers maps DPM-Solver's names for the second-order rule onto bh2
+    option_aliases = {"solver_type": {"midpoint": "bh2", "heun": "bh2", "logrho": "bh2"}}
 
     def check_config(self, config) -> None:
-        config.solver_type = _SOLVER_TYPE_ALIASES.get(config.solver_type, config.solver_type)
         if config.solver_type not in ("bh1", "bh2"):
             raise ValueError(f"UniPC solver_type must be 'bh1' or 'bh2', got {config.solver_type!r}")
         if not isinstance(config.solver_order, int) or config.solver_order < 1:
@@ -66,10 +64,10 @@ class UniPCMultistepScheduler(MultistepScheduler):
 
     def step(self, model_output: paddle.Tensor, timestep, sample: paddle.Tensor,
              noise: paddle.Tensor | None = None, eta: float = 0.0) -> SchedulerOutput:
-        check_tensor("model_output", model_output)
-        check_tensor("sample", sample)
+        """UniC corrects the sample the model just saw using its output (no extra model call), then
+        UniP predicts the next sample; both solve R rho = b of sec. 3.2 (see the module docstring)."""
+        i = self._begin_step(model_output, sample, timestep)
         c = self.config
-        i = self._init_step_index(timestep)
         sigma = self.sigmas[i]
         converted = self._to_x0(model_output, sample, sigma) if c.predict_x0 else \
             self._to_eps(model_output, sample, sigma)
@@ -81,8 +79,7 @@ class UniPCMultistepScheduler(MultistepScheduler):
         self.last_sample = sample
         prev_sample = self._predict(sample, i, self.this_order)
         self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
-        self._step_index += 1
-        return SchedulerOutput(prev_sample, converted if c.predict_x0 else None)
+        return self._end_step(prev_sample, converted if c.predict_x0 else None)
 
     # ------------------------------------------------------------ UniP / UniC
     def _bh_terms(self, sigma_t: np.float32, sigma_s0: np.float32, earlier: list[int], outputs: list,
