@@ -3,6 +3,7 @@
   python scripts/evaluate_embedded.py [--model stable_diffusion_chinese/assets/embedded] [--limit N]
   python scripts/evaluate_embedded.py --source renders        # the judge on clean renders (should be ~100 %)
   python scripts/evaluate_embedded.py --source reconstructions --model DIR   # renders through the VAE only
+  python scripts/evaluate_embedded.py --source module     # through hub.Module(name="stable_diffusion_chinese")
 
 Prints per-attribute accuracy (colour, shape, position, count, style, both objects of pair scenes,
 background) and seconds per image; ``--sheet PNG`` also writes a 4x4 contact sheet of the first 16
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=EMBEDDED_DIR, help="pipeline folder")
     parser.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
     parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts")
-    parser.add_argument("--source", choices=["pipeline", "renders", "reconstructions"], default="pipeline")
+    parser.add_argument("--source", choices=["pipeline", "module", "renders", "reconstructions"], default="pipeline")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--scheduler", default=None, help="sampler name (default: the model's)")
@@ -85,11 +86,35 @@ def _image_source(args):
                 decoded = vae.decode(vae.encode(to_model_images([render(scene, seed=seed)])).mode()).numpy()
             return np.clip((decoded[0].transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         return reconstruct
+    if args.source == "module":
+        module = _hub_module(args.model)
+        return lambda prompt, scene, seed: module.generate(text=prompt, steps=args.steps, guidance=args.guidance,
+                                                           seed=seed, scheduler=args.scheduler)[0]
     from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model, scheduler=args.scheduler)
     return lambda prompt, scene, seed: pipe(prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
                                             seed=seed, progress=False).images[0]
+
+
+def _hub_module(model: Path):
+    """The Module as users get it, ``hub.Module(name=...)``, from a throw-away hub home (linked with
+    ``install_hub_module``; phone-home pointed at a closed port), so seconds per image are end to end."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="sdc_eval_hub_"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    (home / "conf").mkdir(parents=True)
+    (home / "conf" / "config.yaml").write_text("server: http://127.0.0.1:9/paddlehub\n", encoding="utf-8")
+    os.environ["HUB_HOME"] = str(home)  # read when paddlehub is imported, so before the import below
+    from stable_diffusion_chinese.service.hub_home import install_hub_module
+    install_hub_module(home)
+    import paddlehub as hub
+
+    return hub.Module(name="stable_diffusion_chinese", model=str(model), preload=True)
 
 
 def _contact_sheet(images, path: Path) -> None:

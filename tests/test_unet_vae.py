@@ -149,3 +149,33 @@ def test_bad_inputs_are_named(rng):
     vae = AutoencoderKL.from_config(reference_config("vae_tiny.json"))
     with pytest.raises(ValueError, match="not a multiple of 2"):
         vae.encode(np.zeros((1, 3, 9, 8), "float32"))
+
+
+def test_latent_space_rules_follow_diffusers():
+    """SD 1.x: z * scaling_factor; SD3: (z - shift) * scaling; SDXL keys: (z - mean) * scaling / std."""
+    import paddle
+    from stable_diffusion_chinese.models.vae import VAEConfig, from_diffusion_latents, to_diffusion_latents
+
+    z = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    mean, std = np.array([0.5, -1.0, 2.0, 0.0], np.float32), np.array([2.0, 0.5, 1.0, 3.0], np.float32)
+    cases = [
+        (VAEConfig(scaling_factor=0.18215), z * np.float32(0.18215)),
+        (VAEConfig(scaling_factor=1.5, shift_factor=0.25), (z - np.float32(0.25)) * np.float32(1.5)),
+        (VAEConfig(scaling_factor=0.5, latents_mean=list(mean), latents_std=list(std)),
+         (z - mean.reshape(1, 4, 1, 1)) * np.float32(0.5) / std.reshape(1, 4, 1, 1)),
+    ]
+    for config, expected in cases:
+        latents = to_diffusion_latents(config, paddle.to_tensor(z))
+        np.testing.assert_allclose(latents.numpy(), expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(from_diffusion_latents(config, latents).numpy(), z, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"latents_mean": [0.0, 1.0], "latents_std": [1.0, 1.0]}, "one number per latent channel"),
+    ({"latents_mean": [0.0] * 4}, "only one of latents_mean / latents_std"),
+])
+def test_latent_statistics_in_vae_config_are_checked(raw, message):
+    from stable_diffusion_chinese.models.vae import VAEConfig
+
+    with pytest.raises(UnsupportedConfigError, match=message):
+        VAEConfig.from_dict(raw)

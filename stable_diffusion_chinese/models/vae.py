@@ -9,7 +9,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, UnsupportedConfigError
 from .pretrained import PretrainedLayer
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from .transformer import Attention
@@ -31,6 +31,8 @@ class VAEConfig(ModelConfig):
     sample_size: int = 512
     scaling_factor: float = 0.18215
     shift_factor: Any = None
+    latents_mean: Any = None
+    latents_std: Any = None
     use_quant_conv: bool = True
     use_post_quant_conv: bool = True
     mid_block_add_attention: bool = True
@@ -41,8 +43,40 @@ class VAEConfig(ModelConfig):
             self.require({"down_block_types": name}, "down_block_types", ["DownEncoderBlock2D"])
         for name in self.up_block_types:
             self.require({"up_block_types": name}, "up_block_types", ["UpDecoderBlock2D"])
-        self.require(raw, "latents_mean", [None])
-        self.require(raw, "latents_std", [None])
+        for name in ("latents_mean", "latents_std"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (list, tuple)) or len(value) != self.latent_channels):
+                raise UnsupportedConfigError(f"VAE config {name} must list one number per latent channel "
+                                             f"({self.latent_channels}), got {value!r}")
+        if (self.latents_mean is None) != (self.latents_std is None):
+            raise UnsupportedConfigError("VAE config sets only one of latents_mean / latents_std; give both or neither")
+
+
+def to_diffusion_latents(config: VAEConfig, z: paddle.Tensor) -> paddle.Tensor:
+    """VAE latents -> the space the UNet works in.
+
+    diffusers' rules: SD 1.x/2.x ``z * scaling_factor``; SD3/Flux ``(z - shift_factor) * scaling_factor``;
+    SDXL pipelines, when the VAE config lists ``latents_mean``/``latents_std`` (per channel),
+    ``(z - mean) * scaling_factor / std``. The embedded model uses the per-channel form: its VAE's
+    channels have means of up to 1.5 and spreads of ~0.25, so one scalar scale left the image content
+    at a quarter of the noise's scale (docs/embedded_model.md).
+    """
+    if config.latents_mean is not None:
+        mean, std = _per_channel(config.latents_mean), _per_channel(config.latents_std)
+        return (z - mean) * config.scaling_factor / std
+    return (z - (config.shift_factor or 0.0)) * config.scaling_factor
+
+
+def from_diffusion_latents(config: VAEConfig, latents: paddle.Tensor) -> paddle.Tensor:
+    """The inverse of ``to_diffusion_latents``: what ``vae.decode`` takes."""
+    if config.latents_mean is not None:
+        mean, std = _per_channel(config.latents_mean), _per_channel(config.latents_std)
+        return latents * std / config.scaling_factor + mean
+    return latents / config.scaling_factor + (config.shift_factor or 0.0)
+
+
+def _per_channel(values) -> paddle.Tensor:
+    return paddle.to_tensor(np.asarray(values, np.float32).reshape(1, -1, 1, 1))
 
 
 class VAEMidBlock(nn.Layer):

@@ -19,6 +19,7 @@ from . import images as image_io
 from .metadata import GenerationParams
 from .noise import as_generators, batch_noise, generators_for, seeds_for
 from .prompts import encode_chunks, tokenize_prompt
+from ..models.vae import from_diffusion_latents, to_diffusion_latents
 from ..schedulers import make_scheduler, scheduler_name
 
 MAX_STEPS = 1000
@@ -234,12 +235,12 @@ class StableDiffusionPipeline:
         return self._encode_tensor(image_io.to_tensor([image]), run)
 
     def _encode_tensor(self, images: paddle.Tensor, run: "_Run") -> paddle.Tensor:
-        """One posterior sample per batch image, each from its own generator, times ``scaling_factor``."""
+        """One posterior sample per batch image, each from its own generator, in the UNet's latent space."""
         with paddle.no_grad():
             posterior = self.vae.encode(images)
         shape = list(posterior.mean.shape[1:])
         samples = [posterior.mean + posterior.std * batch_noise([g], shape) for g in run.generators]
-        return paddle.concat(samples) * self.vae.config.scaling_factor
+        return to_diffusion_latents(self.vae.config, paddle.concat(samples))
 
     def _denoise_and_decode(self, run: "_Run", latents, timesteps, callback, progress, blend=None):
         scheduler, stopped_at = run.scheduler, None
@@ -262,7 +263,7 @@ class StableDiffusionPipeline:
                     break
             if run.output_type == "latent":
                 return PipelineOutput(latents.numpy(), run.params, stopped_at)
-            decoded = self.vae.decode(latents / self.vae.config.scaling_factor)
+            decoded = self.vae.decode(from_diffusion_latents(self.vae.config, latents))
         pixels = image_io.to_uint8(decoded)
         if run.output_type == "pil":
             images = [Image.fromarray(p) for p in pixels]

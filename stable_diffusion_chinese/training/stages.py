@@ -41,9 +41,22 @@ def train_vae(run_dir: str | Path, config: TrainConfig, progress: bool = True) -
 
 
 def export_vae(trainer: Trainer, out_dir: Path, seed: int) -> Path:
-    """EMA weights + ``scaling_factor`` = 1 / std of posterior samples (how SD's 0.18215 was chosen)."""
+    """EMA weights + the per-channel latent statistics the diffusion stage normalises with."""
     vae = build_network("vae", EMBEDDED_DIR, seed=seed)
     trainer.ema.copy_to({"vae": vae})
+    save_network(vae, out_dir, fp16=False, extra_config={"_class_name": "AutoencoderKL",
+                                                         **latent_statistics(vae, seed)})
+    return out_dir
+
+
+def latent_statistics(vae: AutoencoderKL, seed: int) -> dict:
+    """``latents_mean`` / ``latents_std`` per channel of posterior samples of fresh scenes, and
+    ``scaling_factor`` 1, so the UNet sees zero-mean unit-variance channels (SDXL's config keys).
+
+    SD's single ``scaling_factor`` = 1 / std of all samples (how 0.18215 was chosen) is not enough here:
+    this VAE's channel means (up to 1.5) dominate that std, which left each channel's content at a
+    quarter of the noise scale, and a first diffusion run drew textures (docs/embedded_model.md).
+    """
     vae.eval()
     data = SceneData(16, seed=seed + 1)
     samples = []
@@ -52,9 +65,9 @@ def export_vae(trainer: Trainer, out_dir: Path, seed: int) -> Path:
             posterior = vae.encode(paddle.to_tensor(data.batch(index)[0]))
             noise = np.random.default_rng([seed, index]).standard_normal(posterior.mean.shape).astype(np.float32)
             samples.append(posterior.sample(noise).numpy())
-    scaling = float(1.0 / np.std(np.concatenate(samples)))
-    save_network(vae, out_dir, fp16=False, extra_config={"_class_name": "AutoencoderKL", "scaling_factor": scaling})
-    return out_dir
+    samples = np.concatenate(samples)
+    return {"scaling_factor": 1.0, "latents_mean": [float(v) for v in samples.mean(axis=(0, 2, 3))],
+            "latents_std": [float(v) for v in samples.std(axis=(0, 2, 3))]}
 
 
 def diffusion_trainer(run_dir: str | Path, config: TrainConfig) -> Trainer:

@@ -12,6 +12,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from ..models.vae import to_diffusion_latents
 from .noise import NoiseSchedule
 
 # ``purpose`` numbers that keep the per-step random streams apart
@@ -109,7 +110,7 @@ class DiffusionTask:
                 posterior = self.vae.encode(paddle.to_tensor(images))
                 rng = np.random.default_rng([self.seed, index, _POSTERIOR])
                 noise = rng.standard_normal(posterior.mean.shape).astype(np.float32)
-                latents = posterior.sample(noise) * self.vae.config.scaling_factor
+                latents = to_diffusion_latents(self.vae.config, posterior.sample(noise))
             self._cached = (index, latents)
         captions = self._captions(index, variant)
         return self._cached[1], captions
