@@ -158,3 +158,27 @@ def test_embedded_text_encoder_starts_with_words_visible():
     # spread across captions at the word positions, relative to the overall spread of the features
     assert hidden[:, 1:9].std(axis=0).mean() > 0.3 * hidden.std()
     assert float(encoder.embeddings.word_embeddings.weight.std()) == pytest.approx(0.02, rel=0.05)
+
+
+def test_latent_statistics_normalise_each_channel():
+    """The exported VAE config makes fresh scenes' latents zero-mean, unit-spread per channel in the UNet's space."""
+    from stable_diffusion_chinese.models.vae import VAEConfig, to_diffusion_latents
+    from stable_diffusion_chinese.training.stages import latent_statistics
+
+    paddle.seed(0)
+    vae = AutoencoderKL.from_config(TINY_VAE)
+    stats = latent_statistics(vae, seed=0)
+    assert stats["scaling_factor"] == 1.0 and len(stats["latents_mean"]) == len(stats["latents_std"]) == 4
+    config = VAEConfig.from_dict({**TINY_VAE, **stats})
+    data, rng, zs = SceneData(16, seed=123), np.random.default_rng(5), []
+    with paddle.no_grad():
+        for index in range(4):
+            posterior = vae.encode(paddle.to_tensor(data.batch(index)[0]))
+            # posterior samples, as the diffusion stage trains on (an untrained VAE's posterior spread is large)
+            zs.append(posterior.sample(rng.standard_normal(posterior.mean.shape).astype(np.float32)))
+        z = paddle.concat(zs)
+        latents = to_diffusion_latents(config, z).numpy()
+    raw = z.numpy()
+    assert np.abs(raw.mean(axis=(0, 2, 3))).max() > 0.05 or np.abs(raw.std(axis=(0, 2, 3)) - 1).max() > 0.2
+    np.testing.assert_array_less(np.abs(latents.mean(axis=(0, 2, 3))), 0.3)
+    np.testing.assert_allclose(latents.std(axis=(0, 2, 3)), 1.0, atol=0.3)
