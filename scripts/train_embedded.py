@@ -2,7 +2,7 @@
 
   python scripts/train_embedded.py all        --run-dir /work/embedded_run   (vae, then diffusion)
   python scripts/train_embedded.py vae        --run-dir /work/embedded_run
-  python scripts/train_embedded.py diffusion  --run-dir /work/embedded_run [--steps N]
+  python scripts/train_embedded.py diffusion  --run-dir /work/embedded_run [--steps N] [--init-from <pipeline folder>]
   python scripts/train_embedded.py export     --run-dir /work/embedded_run --out stable_diffusion_chinese/assets/embedded
   python scripts/train_embedded.py finetune   --model <pipeline folder> --data <images + metadata.jsonl> --run-dir <dir>
 
@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--out", type=Path, help="export: the pipeline folder to write")
     parser.add_argument("--model", type=Path, help="finetune: the pipeline folder to start from")
+    parser.add_argument("--init-from", type=Path, help="diffusion: start the UNet and text encoder from this "
+                        "pipeline folder's weights instead of random ones (ignored once a checkpoint exists)")
     parser.add_argument("--data", type=Path, help="finetune: folder with images and metadata.jsonl")
     parser.add_argument("--resolution", type=int, help="finetune: image side (default: the model's)")
     parser.add_argument("--no-progress", action="store_true")
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
     elif args.stage == "vae":
         print("trained VAE written to", stages.train_vae(args.run_dir, config, progress))
     elif args.stage == "diffusion":
-        print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress))
+        print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress,
+                                                                     init_from=args.init_from))
     elif args.stage == "export":
         out = args.out or args.run_dir / "pipeline"
         sizes = stages.export_embedded(args.run_dir, config, out)

@@ -182,3 +182,24 @@ def test_latent_statistics_normalise_each_channel():
     assert np.abs(raw.mean(axis=(0, 2, 3))).max() > 0.05 or np.abs(raw.std(axis=(0, 2, 3)) - 1).max() > 0.2
     np.testing.assert_array_less(np.abs(latents.mean(axis=(0, 2, 3))), 0.3)
     np.testing.assert_allclose(latents.std(axis=(0, 2, 3)), 1.0, atol=0.3)
+
+
+def test_diffusion_stage_can_start_from_a_pipeline_folder(tmp_path):
+    """--init-from: the UNet, the text encoder and their EMA start from the folder's weights, not random ones."""
+    import shutil
+
+    from stable_diffusion_chinese.training import stages
+    from stable_diffusion_chinese.training.models import EMBEDDED_DIR
+
+    shutil.copytree(EMBEDDED_DIR / "vae", tmp_path / "vae_model")
+    cfg = config(batch_size=2)
+    fresh = stages.diffusion_trainer(tmp_path, cfg)
+    warm = stages.diffusion_trainer(tmp_path, cfg, init_from=EMBEDDED_DIR)
+    shipped = UNet2DConditionModel.from_pretrained(EMBEDDED_DIR / "unet").state_dict()
+    for key in ("conv_in.weight", "up_blocks.2.attentions.0.transformer_blocks.0.attn2.to_k.weight"):
+        np.testing.assert_array_equal(warm.layers["unet"].state_dict()[key].numpy(), shipped[key].numpy())
+        np.testing.assert_array_equal(warm.ema.shadow["unet." + key].numpy(), shipped[key].numpy())
+        assert not np.allclose(fresh.layers["unet"].state_dict()[key].numpy(), shipped[key].numpy())
+    words = BertTextEncoder.from_pretrained(EMBEDDED_DIR / "text_encoder").state_dict()
+    key = "embeddings.word_embeddings.weight"
+    np.testing.assert_array_equal(warm.layers["text_encoder"].state_dict()[key].numpy(), words[key].numpy())

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from ..models.unet import UNet2DConditionModel
 from ..models.vae import AutoencoderKL
+from ..text.bert import BertTextEncoder
 from .config import TrainConfig
 from .data import FolderData, SceneData
 from .ema import EMA
@@ -70,7 +72,10 @@ def latent_statistics(vae: AutoencoderKL, seed: int) -> dict:
             "latents_std": [float(v) for v in samples.std(axis=(0, 2, 3))]}
 
 
-def diffusion_trainer(run_dir: str | Path, config: TrainConfig) -> Trainer:
+def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str | Path | None = None) -> Trainer:
+    """``init_from``: a pipeline folder (e.g. the shipped embedded model) whose UNet and text encoder
+    weights replace the random initialisation; the optimizer starts fresh. A checkpoint in the run
+    folder still wins when resuming."""
     run_dir = Path(run_dir)
     vae_dir = run_dir / "vae_model"
     if not (vae_dir / "config.json").is_file():
@@ -78,6 +83,9 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig) -> Trainer:
     vae = AutoencoderKL.from_pretrained(vae_dir)
     unet = build_network("unet", EMBEDDED_DIR, seed=config.seed)
     text_encoder = build_network("text_encoder", EMBEDDED_DIR, seed=config.seed + 1)
+    if init_from is not None:
+        unet = UNet2DConditionModel.from_pretrained(Path(init_from) / "unet")
+        text_encoder = BertTextEncoder.from_pretrained(Path(init_from) / "text_encoder")
     schedule = NoiseSchedule.from_scheduler_config(read_json(EMBEDDED_DIR / "scheduler" / "scheduler_config.json"))
     task = DiffusionTask(unet, text_encoder, vae, load_tokenizer(EMBEDDED_DIR), schedule,
                          SceneData(config.batch_size, config.seed), seed=config.seed,
@@ -86,8 +94,9 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig) -> Trainer:
     return Trainer(task, config, run_dir / "diffusion")
 
 
-def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None = None, progress: bool = True) -> int:
-    trainer = diffusion_trainer(run_dir, config)
+def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None = None, progress: bool = True,
+                    init_from: str | Path | None = None) -> int:
+    trainer = diffusion_trainer(run_dir, config, init_from)
     trainer.resume()
     return trainer.run(until, progress=progress)
 
