@@ -16,8 +16,9 @@ difference from PyTorch and, for the UNet, the achieved GFLOP/s against this CPU
 ``--workdir`` keeps the generated weights and exports between runs (they take minutes to build).
 ``--quick``: two repetitions and no 20-step generation. ``--profile``: Paddle Inference per-op times for
 the UNet step and the VAE decode. ``--only unet128,vae1024,vae1024t``: the 1024^2 memory cases (not in the
-default set; one cold run per framework, frameworks one after another). Needs ~16 GB free for the UNet
-and generation groups.
+default set; one cold run per framework, frameworks one after another). The 20-step generation also runs
+one framework after another, one timed run each after an untimed 2-step warm-up (eager Paddle alone takes
+~20 min for it). Needs ~16 GB free for the UNet group, ~11 GB for the generation. A full run takes ~75 min.
 Not a test; see docs/speed.md.
 """
 from __future__ import annotations
@@ -57,11 +58,16 @@ CASES = {
     "vae1024t": ("vae1024t", "VAE decode, 1024^2, in 512^2 tiles (VAE tiling, all frameworks)"),
 }
 LARGE = ("unet128", "vae1024", "vae1024t")
+#: cases run one framework after another, one timed run each: three 20-step workers at once would need
+#: ~23 GB (PyTorch 5.6, eager Paddle ~10, Paddle Inference ~7.5) and an eager 20-step run takes ~20 min
+SEQUENTIAL = LARGE + ("gen20",)
+#: untimed warm-up before the timed run (the same shapes, so oneDNN primitives and caches exist)
+WARMUP = {"gen20": {"steps": 2}}
 #: group -> (network it loads, memory option applied after loading)
 GROUPS = {"unet": ("unet", None), "vae": ("vae", None), "clip": ("clip", None), "bert": ("bert", None),
           "gen": ("gen", None), "unet1024": ("unet", "slicing"), "vae1024": ("vae", None),
           "vae1024t": ("vae", "tiling")}
-FULL_REPS = {"unet64": 3, "vae512": 3, "gen20": 2}
+FULL_REPS = {"unet64": 3, "vae512": 3}
 PROMPT, NEGATIVE = "a watercolor landscape 水墨山水", "blurry"
 # fp32 FLOP per cycle per core with two 256-bit FMA pipes: 2 pipes x 8 lanes x 2 (multiply + add).
 # (Zen 4's AVX-512 runs as two 256-bit halves: the same peak.)
@@ -169,7 +175,7 @@ class TorchSide:
             self.models["vae"].enable_tiling()
         # "slicing": diffusers' default attention is already SDPA, which never holds the score matrix
 
-    def run(self, case: str, x: dict) -> np.ndarray:
+    def run(self, case: str, x: dict, steps: int = 20) -> np.ndarray:
         t = self.torch
         with t.inference_mode():
             if case.startswith("unet"):
@@ -181,7 +187,7 @@ class TorchSide:
                 return self.models["clip"](t.from_numpy(x["ids"])).last_hidden_state.numpy()
             if case == "bert512":
                 return self.models["bert"](t.from_numpy(x["ids"])).last_hidden_state.numpy()
-            images = self.models["gen"](PROMPT, negative_prompt=NEGATIVE, height=512, width=512, num_inference_steps=20,
+            images = self.models["gen"](PROMPT, negative_prompt=NEGATIVE, height=512, width=512, num_inference_steps=steps,
                                         guidance_scale=7.5, latents=t.from_numpy(x["latents"]), output_type="np",
                                         ).images
             return np.asarray(images)
@@ -233,7 +239,7 @@ class PaddleSide:
             parts = load_exported(export, options, graphs=(graph,))
             self.models[group] = parts["vae" if group == "vae" else "unet" if group == "unet" else "text_encoder"]
 
-    def run(self, case: str, x: dict) -> np.ndarray:
+    def run(self, case: str, x: dict, steps: int = 20) -> np.ndarray:
         group = GROUPS[CASES[case][0]][0]
         model = self.models[group]
         with self.paddle.no_grad():
@@ -243,7 +249,7 @@ class PaddleSide:
                 return model.decode(x["latents"]).numpy()
             if group in ("clip", "bert"):
                 return model.encode(x["ids"]).numpy()
-            return model(PROMPT, negative_prompt=NEGATIVE, height=512, width=512, num_inference_steps=20,
+            return model(PROMPT, negative_prompt=NEGATIVE, height=512, width=512, num_inference_steps=steps,
                          guidance_scale=7.5, latents=x["latents"], output_type="numpy", progress=False).images
 
     def flops(self, case: str) -> dict:
@@ -334,7 +340,7 @@ def worker(framework: str, workdir: Path, threads: int) -> None:
         elif command == "run":
             x = inputs_cache.setdefault(case, case_inputs(case))
             start = time.perf_counter()
-            out = side.run(case, x)
+            out = side.run(case, x, request.get("steps", 20))
             seconds = time.perf_counter() - start
             if request.get("save"):
                 np.save(request["save"], out)
@@ -436,8 +442,9 @@ def run_group(group: str, cases: list[str], args, workdir: Path, log, report: li
                 f"{LABELS[f]} {rss[f] / 1024:.2f} GB" for f in FRAMEWORKS if f in rss))
 
 
-def run_large_group(group: str, cases: list[str], args, workdir: Path, log, report: list[str]) -> None:
-    """1024^2 cases: one framework at a time (three such workers at once could exhaust memory), one cold run."""
+def run_sequential_group(group: str, cases: list[str], args, workdir: Path, log, report: list[str]) -> None:
+    """``SEQUENTIAL`` cases: one framework at a time (three such workers at once could exhaust memory),
+    one timed run each, after the case's ``WARMUP`` run if it has one, else cold."""
     times = {case: {} for case in cases}
     outputs = {case: {} for case in cases}
     rss, load, flops = {}, {}, {}
@@ -446,6 +453,8 @@ def run_large_group(group: str, cases: list[str], args, workdir: Path, log, repo
         try:
             load[f] = w.ask(cmd="load", group=group)["seconds"]
             for case in cases:
+                if case in WARMUP:
+                    w.ask(cmd="run", case=case, **WARMUP[case])
                 path = workdir / f"out_{case}_{f}.npy"
                 times[case][f] = [w.ask(cmd="run", case=case, save=str(path))["seconds"]]
                 outputs[case][f] = np.load(path)
@@ -463,7 +472,8 @@ def run_large_group(group: str, cases: list[str], args, workdir: Path, log, repo
 
 def case_report(case: str, times: dict, outputs: dict, flops: float | None) -> list[str]:
     medians = {f: float(np.median(t)) for f, t in times.items()}
-    runs = f"{len(times['torch'])} reps, median seconds" if case not in LARGE else "one cold run, seconds"
+    runs = (f"{len(times['torch'])} reps, median seconds" if case not in SEQUENTIAL else
+            f"one run after a {WARMUP[case]['steps']}-step warm-up, seconds" if case in WARMUP else "one cold run, seconds")
     lines = [f"\n{CASES[case][1]}  ({runs})"]
     for f in FRAMEWORKS:
         line = (f"  {LABELS[f]:<17} {medians[f]:8.2f} s   x{medians[f] / medians['torch']:.2f} vs PyTorch"
@@ -545,7 +555,7 @@ def main() -> None:
             for group in groups:
                 start = len(report)
                 group_cases = [c for c in cases if CASES[c][0] == group]
-                runner = run_large_group if all(c in LARGE for c in group_cases) else run_group
+                runner = run_sequential_group if all(c in SEQUENTIAL for c in group_cases) else run_group
                 runner(group, group_cases, args, workdir, log, report)
                 print("\n".join(report[start:]), flush=True)
     finally:
