@@ -18,7 +18,6 @@ from ..models.vae import AutoencoderKL
 from ..text.bert import BertTextEncoder
 from .config import TrainConfig
 from .data import FolderData, SceneData
-from .ema import EMA
 from .models import EMBEDDED_DIR, build_network, export_pipeline, load_tokenizer, read_json, save_network
 from .noise import NoiseSchedule
 from .tasks import DiffusionTask, VAETask
