@@ -8,7 +8,7 @@ reported for a framework is its own (ru_maxrss of its worker: weights + activati
 parent interleaves the workers: every repetition runs each framework once, in an order rotated per
 repetition, so a change in machine load hits all frameworks alike. After one untimed warm-up run per
 framework, the median of the repetitions is reported with its ratio to PyTorch's, the largest output
-difference from PyTorch and, for the UNet, the achieved GFLOP/s against this CPU's fp32 peak.
+difference from PyTorch and, for the UNet and the VAE decoder, the achieved GFLOP/s against this CPU's fp32 peak.
 
     python scripts/benchmark.py [--quick] [--only unet64,vae512,...] [--threads 2] [--reps N]
                                 [--workdir DIR] [--profile]
@@ -253,8 +253,15 @@ class PaddleSide:
                          guidance_scale=7.5, latents=x["latents"], output_type="numpy", progress=False).images
 
     def flops(self, case: str) -> dict:
-        """The UNet's FLOPs at this case's size, counted by hooks on a small run and scaled (eager only)."""
-        return unet_flops(self.models["unet"], case_inputs(case))
+        """The UNet's or the VAE decoder's FLOPs at this case's size (eager only)."""
+        x, small = case_inputs(case), 8
+        if case.startswith("unet"):
+            unet = self.models["unet"]
+            return counted_flops(unet, lambda: unet(x["sample"][:, :, :small, :small], x["timestep"], x["context"]),
+                                 area=x["sample"].shape[2] * x["sample"].shape[3] / small ** 2)
+        vae = self.models["vae"]
+        return counted_flops(vae, lambda: vae.decode(x["latents"][:, :, :small, :small]),
+                             area=x["latents"].shape[2] * x["latents"].shape[3] / small ** 2)
 
     def profile(self, case: str, x: dict) -> None:
         """Per-op times of Paddle Inference (Paddle prints its table when the predictor is destroyed)."""
@@ -270,11 +277,12 @@ class PaddleSide:
         del predictor
 
 
-def unet_flops(unet, inputs: dict) -> dict:
+def counted_flops(network, run_small, area: float) -> dict:
     """Multiply-adds x 2 of convolutions, linear layers and attention products, by forward hooks.
 
-    Counted at 8x8 latents, then scaled: everything grows with the latent area except self-attention's
-    two [L x L] products, which grow with its square (all levels of the UNet scale alike).
+    ``run_small`` runs ``network`` at 8x8 latents; the count is then scaled by ``area`` (the case's latent
+    area over 8x8): everything grows with the area except self-attention's two [L x L] products, which
+    grow with its square (all levels of the UNet and the VAE decoder scale alike).
     """
     import paddle
     from paddle import nn
@@ -298,22 +306,19 @@ def unet_flops(unet, inputs: dict) -> dict:
         counts["self_attention" if keys == tokens and len(args) == 1 else "linear"] += products
 
     hooks = []
-    for layer in unet.sublayers():
+    for layer in network.sublayers():
         if isinstance(layer, nn.Conv2D):
             hooks.append(layer.register_forward_post_hook(conv_hook))
         elif isinstance(layer, nn.Linear):
             hooks.append(layer.register_forward_post_hook(linear_hook))
         elif isinstance(layer, Attention):
             hooks.append(layer.register_forward_post_hook(attention_hook))
-    small = 8
-    sample = inputs["sample"][:, :, :small, :small]
     try:
         with paddle.no_grad():
-            unet(sample, inputs["timestep"], inputs["context"])
+            run_small()
     finally:
         for hook in hooks:
             hook.remove()
-    area = inputs["sample"].shape[2] * inputs["sample"].shape[3] / (small * small)
     return {"flops": counts["linear"] * area + counts["self_attention"] * area ** 2,
             "self_attention_share": counts["self_attention"] * area ** 2 /
                                     (counts["linear"] * area + counts["self_attention"] * area ** 2)}
@@ -419,7 +424,7 @@ def run_group(group: str, cases: list[str], args, workdir: Path, log, report: li
                 order = FRAMEWORKS[rep % 3:] + FRAMEWORKS[:rep % 3]  # rotate who goes first
                 for f in order:
                     times[f].append(workers[f].ask(cmd="run", case=case)["seconds"])
-            flops = workers["paddle"].ask(cmd="flops", case=case)["flops"] if case.startswith("unet") else None
+            flops = workers["paddle"].ask(cmd="flops", case=case)["flops"] if case.startswith(("unet", "vae")) else None
             report.extend(case_report(case, times, outputs, flops))
         # the group's peaks, read before a profiling predictor adds its own memory
         rss = {f: w.ask(cmd="rss")["rss_mb"] for f, w in workers.items()}
@@ -458,7 +463,7 @@ def run_sequential_group(group: str, cases: list[str], args, workdir: Path, log,
                 path = workdir / f"out_{case}_{f}.npy"
                 times[case][f] = [w.ask(cmd="run", case=case, save=str(path))["seconds"]]
                 outputs[case][f] = np.load(path)
-                if f == "paddle" and case.startswith("unet"):
+                if f == "paddle" and case.startswith(("unet", "vae")):
                     flops[case] = w.ask(cmd="flops", case=case)["flops"]
         finally:
             rss[f] = w.close()
@@ -484,7 +489,8 @@ def case_report(case: str, times: dict, outputs: dict, flops: float | None) -> l
     for f in ("paddle", "inference"):
         lines.append(f"  {LABELS[f]} vs PyTorch output: {compare(case, outputs['torch'], outputs[f])}")
     if flops:
-        lines.append(f"  UNet work: {flops / 1e9:.0f} GFLOP per step (conv, linear and attention products)")
+        work = "UNet work" if case.startswith("unet") else "VAE decoder work"
+        lines.append(f"  {work}: {flops / 1e9:.0f} GFLOP per run (conv, linear and attention products)")
     return lines
 
 
