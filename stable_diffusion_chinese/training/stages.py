@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from ..models.unet import UNet2DConditionModel
 from ..models.vae import AutoencoderKL
-from ..text.bert import BertTextEncoder
 from .config import TrainConfig
 from .data import FolderData, SceneData
-from .models import EMBEDDED_DIR, build_network, export_pipeline, load_tokenizer, read_json, save_network
+from .models import EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, load_tokenizer, read_json, save_network
 from .noise import NoiseSchedule
 from .tasks import DiffusionTask, VAETask
 from .trainer import Trainer
@@ -80,11 +78,12 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
     if not (vae_dir / "config.json").is_file():
         raise FileNotFoundError(f"{vae_dir} has no trained VAE; run the 'vae' stage first")
     vae = AutoencoderKL.from_pretrained(vae_dir)
-    unet = build_network("unet", EMBEDDED_DIR, seed=config.seed)
-    text_encoder = build_network("text_encoder", EMBEDDED_DIR, seed=config.seed + 1)
-    if init_from is not None:
-        unet = UNet2DConditionModel.from_pretrained(Path(init_from) / "unet")
-        text_encoder = BertTextEncoder.from_pretrained(Path(init_from) / "text_encoder")
+    if init_from is None:
+        unet = build_network("unet", EMBEDDED_DIR, seed=config.seed)
+        text_encoder = build_network("text_encoder", EMBEDDED_DIR, seed=config.seed + 1)
+    else:
+        unet, text_encoder = (NETWORKS[name].from_pretrained(Path(init_from) / name)
+                              for name in ("unet", "text_encoder"))
     schedule = NoiseSchedule.from_scheduler_config(read_json(EMBEDDED_DIR / "scheduler" / "scheduler_config.json"))
     task = DiffusionTask(unet, text_encoder, vae, load_tokenizer(EMBEDDED_DIR), schedule,
                          SceneData(config.batch_size, config.seed), seed=config.seed,
