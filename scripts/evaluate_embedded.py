@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
     parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts")
     parser.add_argument("--source", choices=["pipeline", "module", "renders", "reconstructions"], default="pipeline")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's (model_index.json)")
+    parser.add_argument("--guidance", type=float, default=None, help="default: the model's (model_index.json)")
     parser.add_argument("--scheduler", default=None, help="sampler name (default: the model's)")
     parser.add_argument("--sheet", type=Path, default=None, help="write a 4x4 contact sheet PNG of the first 16")
     parser.add_argument("--json", type=Path, default=None, help="write per-prompt verdicts as JSON")
@@ -57,7 +57,8 @@ def main(argv=None) -> int:
         rows.append({"prompt": prompt, "seed": seed, **verdict.as_dict(), "detected_style": verdict.detected_style})
         if len(images) < 16:
             images.append((np.asarray(image), prompt))
-    print(f"{len(items)} prompts, source={args.source}, model={args.model}")
+    steps, guidance = ("model default" if v is None else v for v in (args.steps, args.guidance))
+    print(f"{len(items)} prompts, source={args.source}, model={args.model}, steps={steps}, guidance={guidance}")
     print(f"{'attribute':<12}{'accuracy':>10}{'n':>6}{'target':>8}")
     for attribute, (right, total) in tallies.items():
         if total:

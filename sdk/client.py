@@ -35,8 +35,8 @@ class Client:
         self.timeout = timeout
 
     def generate(self, text: str | list[str], style: str | None = None, negative_text: str | list[str] | None = None,
-                 width: int | None = None, height: int | None = None, steps: int = 20, guidance: float = 7.5,
-                 seed: int | None = None, num_images: int = 1, scheduler: str | None = None,
+                 width: int | None = None, height: int | None = None, steps: int | None = None,
+                 guidance: float | None = None, seed: int | None = None, num_images: int = 1, scheduler: str | None = None,
                  output_dir: str | os.PathLike | None = None, model: None = None) -> list[Image.Image]:
         """As ``sdc_sdk.generate``; ``model`` must stay None (the server's init_args choose it)."""
         if model is not None:

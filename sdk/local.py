@@ -9,13 +9,14 @@ from stable_diffusion_chinese.service import TextToImage, describe_styles, sched
 
 
 def generate(text: str | list[str], style: str | None = None, negative_text: str | list[str] | None = None,
-             width: int | None = None, height: int | None = None, steps: int = 20, guidance: float = 7.5,
-             seed: int | None = None, num_images: int = 1, scheduler: str | None = None,
+             width: int | None = None, height: int | None = None, steps: int | None = None,
+             guidance: float | None = None, seed: int | None = None, num_images: int = 1, scheduler: str | None = None,
              output_dir: str | os.PathLike | None = None, model: str | os.PathLike | None = None) -> list[Image.Image]:
     """Images for ``text`` (one string or a list; Chinese, English or mixed).
 
     ``style``: one of ``styles()``; ``width``/``height``: multiples of 8 (default: the model's size);
-    ``seed``: 0..2**32-1, 0 included (None draws one); ``scheduler``: one of ``schedulers()``;
+    ``steps``/``guidance``: default the model's recommendation (usually 20 and 7.5; the embedded model's
+    guidance is 3); ``seed``: 0..2**32-1, 0 included (None draws one); ``scheduler``: one of ``schedulers()``;
     ``output_dir``: also write PNGs carrying their parameters; ``model``: a folder, checkpoint, downloaded
     model name or "embedded" (default: SD_CHINESE_MODEL, then config.json, then the embedded model).
     Each image's ``info["parameters"]`` / ``info["sd_chinese_params"]`` say how it was made (seed included),

@@ -37,10 +37,12 @@ class StableDiffusionChinese(nn.Layer):
         if preload:
             self._engine.pipeline()
 
-    def generate(self, text, style=None, negative_text=None, width=None, height=None, steps=20, guidance=7.5,
+    def generate(self, text, style=None, negative_text=None, width=None, height=None, steps=None, guidance=None,
                  seed=None, num_images=1, scheduler=None, output_dir=None, model=None):
         """PIL images for ``text`` (a string or a list); with ``output_dir``, also PNG files with metadata.
-        ``seed`` 0 is a seed like any other; None draws one (recorded in each image's parameters)."""
+        ``steps`` / ``guidance`` None: the model's recommendation (20 and 7.5 unless its model_index.json
+        says otherwise; the embedded model: 20 and 3). ``seed`` 0 is a seed like any other; None draws one
+        (recorded in each image's parameters)."""
         return self._engine.generate(text, style, negative_text, width, height, steps, guidance, seed, num_images,
                                      scheduler, output_dir, model).images
 

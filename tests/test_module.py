@@ -179,7 +179,11 @@ def test_hub_run_with_nothing_configured_uses_the_embedded_model(hub_runs, works
     if HAS_EMBEDDED_WEIGHTS:
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stderr.count("using the embedded default model") == 1
-        assert read_png_params(next((workspace / "default_out").glob("*.png"))).model == "embedded"
+        params = read_png_params(next((workspace / "default_out").glob("*.png")))
+        assert params.model == "embedded"
+        # no --guidance/--steps given: the embedded model's own recommendation, not SD's 7.5
+        recommended = json.loads((EMBEDDED / "model_index.json").read_text(encoding="utf-8"))["_generation_defaults"]
+        assert params.cfg_scale == recommended["guidance_scale"] != 7.5
     else:  # until issue 4 ships the weights: one clear line, and nothing written
         assert result.returncode == 1
         lines = error_lines(result.stderr)

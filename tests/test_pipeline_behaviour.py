@@ -1,4 +1,6 @@
 """What a user relies on beyond parity: seeds, batches, callbacks, output types, metadata, bad input."""
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -119,3 +121,38 @@ def test_bad_images_are_named(pipe, tmp_path):
         pipe(123, **FAST)
     rgba = Image.new("RGBA", (64, 64), (10, 20, 30, 128))
     assert pipe.img2img("a", rgba, strength=0.5, seed=1, **FAST).images[0].size == (64, 64)
+
+
+def with_generation_defaults(folder, defaults):
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    index["_generation_defaults"] = defaults
+    (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    return folder
+
+
+def test_a_model_can_recommend_its_steps_and_guidance(tmp_path):
+    folder = with_generation_defaults(write_tiny_model(tmp_path / "model"),
+                                      {"num_inference_steps": 2, "guidance_scale": 3.0})
+    recommending = StableDiffusionPipeline.from_pretrained(folder)
+    fast = dict(height=64, width=64, progress=False)
+    made = recommending("红色的圆形", seed=3, **fast)
+    assert (made.params[0].steps, made.params[0].cfg_scale) == (2, 3.0)
+    explicit = recommending("红色的圆形", seed=3, num_inference_steps=2, guidance_scale=3.0, **fast)
+    assert np.array_equal(pixels(made.images[0]), pixels(explicit.images[0]))
+    overridden = recommending("红色的圆形", seed=3, guidance_scale=7.5, **fast)
+    assert overridden.params[0].cfg_scale == 7.5
+    assert not np.array_equal(pixels(made.images[0]), pixels(overridden.images[0]))
+    plain = StableDiffusionPipeline.from_pretrained(write_tiny_model(tmp_path / "plain"))
+    assert (plain("红色", seed=3, **fast).params[0].steps, plain.generation_defaults.guidance_scale) == (20, 7.5)
+
+
+@pytest.mark.parametrize("defaults,message", [
+    ({"guidance": 3}, r"unknown key\(s\) \['guidance'\] in '_generation_defaults'"),
+    ({"num_inference_steps": 0}, "num_inference_steps must be a positive integer, got 0"),
+    ({"guidance_scale": "high"}, "guidance_scale must be a number >= 0, got 'high'"),
+    (3.0, "'_generation_defaults' must be an object"),
+])
+def test_bad_generation_defaults_are_named(tmp_path, defaults, message):
+    folder = with_generation_defaults(write_tiny_model(tmp_path / "model"), defaults)
+    with pytest.raises(ValueError, match=message):
+        StableDiffusionPipeline.from_pretrained(folder)

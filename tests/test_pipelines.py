@@ -4,7 +4,6 @@ Criterion (issue 3): output images differ by at most 1/255 on at least 99.9 % of
 Random draws that diffusers makes inside its pipelines (VAE posterior samples, img2img noise) are
 replayed into ours through a generator object that draws from the same torch generator.
 """
-import json
 
 import numpy as np
 import pytest

@@ -5,10 +5,10 @@ fused matmuls, the fused attention kernel's tiled online softmax and polynomial 
 within 1e-4 (the issue's bar), not bit for bit; attention slicing only cuts independent query rows, so it
 matches within 1e-6 per attention call.
 """
+import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -204,9 +204,14 @@ def test_cli_export_writes_a_loadable_folder(tiny_pipelines, tmp_path):
     from stable_diffusion_chinese.cli import main
     eager, _ = tiny_pipelines
     model = write_tiny_model(tmp_path / "model")
+    model_index = json.loads((model / "model_index.json").read_text(encoding="utf-8"))
+    model_index["_generation_defaults"] = {"num_inference_steps": 3, "guidance_scale": 2.5}
+    (model / "model_index.json").write_text(json.dumps(model_index), encoding="utf-8")
     assert main(["export", str(model), str(tmp_path / "out"), "--graphs", "unet,vae_decoder,text_encoder"]) == 0
     index = read_export_index(tmp_path / "out")
     assert set(index["graphs"]) == {"unet", "vae_decoder", "text_encoder"}
+    fast = load_pipeline(tmp_path / "out", runtime="inference", threads=1)   # the model's recommendation survives
+    assert (fast.generation_defaults.num_inference_steps, fast.generation_defaults.guidance_scale) == (3, 2.5)
     assert (tmp_path / "out" / "tokenizer").is_dir() and (tmp_path / "out" / "scheduler").is_dir()
     assert main(["export", str(model), str(tmp_path / "out")]) == 1  # not empty, no --overwrite
 

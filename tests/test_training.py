@@ -203,3 +203,27 @@ def test_diffusion_stage_can_start_from_a_pipeline_folder(tmp_path):
     words = BertTextEncoder.from_pretrained(EMBEDDED_DIR / "text_encoder").state_dict()
     key = "embeddings.word_embeddings.weight"
     np.testing.assert_array_equal(warm.layers["text_encoder"].state_dict()[key].numpy(), words[key].numpy())
+
+
+def test_min_snr_weights_follow_the_paper():
+    schedule = NoiseSchedule()
+    t = np.array([0, 100, 500, 999])
+    snr = schedule.alphas_cumprod[t] / (1 - schedule.alphas_cumprod[t])
+    weights = schedule.min_snr_weights(t, gamma=5.0)
+    np.testing.assert_allclose(weights, np.minimum(snr, 5.0) / snr, rtol=1e-12)
+    assert weights[0] < 0.01 and weights[-1] == 1.0   # t=0 is nearly noise-free (SNR ~ 1e3), t=999 pure noise
+    v = NoiseSchedule(prediction_type="v_prediction").min_snr_weights(t, gamma=5.0)
+    np.testing.assert_allclose(v, np.minimum(snr, 5.0) / (snr + 1), rtol=1e-12)
+
+
+def test_min_snr_loss_is_the_weighted_mean_of_per_sample_errors():
+    plain = tiny_task(batch_size=4)
+    huge_gamma = tiny_task(batch_size=4)
+    huge_gamma.snr_gamma = 1e12            # min(SNR, gamma) = SNR: every epsilon weight is 1
+    weighted = tiny_task(batch_size=4)
+    weighted.snr_gamma = 5.0
+    a, b, c = (fixed_loss(task, 3) for task in (plain, huge_gamma, weighted))
+    assert abs(a - b) <= 1e-6 * a
+    assert c < a                            # weights are <= 1 and some timesteps of step 3 have SNR > 5
+    with pytest.raises(ValueError, match="snr_gamma"):
+        TrainConfig(snr_gamma=-1)

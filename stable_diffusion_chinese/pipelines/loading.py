@@ -12,6 +12,7 @@ from ..json_files import read_json_object
 from ..schedulers import make_scheduler, read_scheduler_config
 from ..tokenizers import load_tokenizer
 from ..weights.convert import network_class
+from .defaults import GenerationDefaults
 
 NETWORKS = ("unet", "vae", "text_encoder")
 
@@ -36,4 +37,5 @@ def load_components(folder, scheduler: str | None = None) -> dict[str, Any]:
     parts["scheduler"] = make_scheduler(scheduler or base.get("_class_name"), base_config=base)
     parts["scheduler_config"] = base
     parts["model_name"] = root.name
+    parts["generation_defaults"] = GenerationDefaults.from_model_index(index, str(index_file))
     return parts

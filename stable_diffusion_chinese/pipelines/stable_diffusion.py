@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import images as image_io
+from .defaults import GenerationDefaults
 from .metadata import GenerationParams
 from .noise import as_generators, batch_noise, generators_for, seeds_for
 from .prompts import encode_chunks, tokenize_prompt
@@ -54,13 +55,15 @@ class StableDiffusionPipeline:
     """Holds the components; ``__call__`` is text-to-image, ``img2img`` and ``inpaint`` the others."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, model_name: str = "",
-                 scheduler_config: dict | None = None):
+                 scheduler_config: dict | None = None, generation_defaults: GenerationDefaults | None = None):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.model_name = model_name
         # the model's scheduler_config.json as read: other samplers chosen per call start from it, as
         # diffusers' ``OtherScheduler.from_config(pipe.scheduler.config)`` does
         self.scheduler_config = scheduler_config or scheduler.config_dict()
+        # what num_inference_steps / guidance_scale=None mean: the model's recommendation (defaults.py)
+        self.generation_defaults = generation_defaults or GenerationDefaults()
         for layer in (unet, vae, text_encoder):
             layer.eval()
 
@@ -72,8 +75,8 @@ class StableDiffusionPipeline:
 
     # ------------------------------------------------------------------ public entry points
     def __call__(self, prompt, negative_prompt=None, height: int | None = None, width: int | None = None,
-                 num_inference_steps: int = 20, guidance_scale: float = 7.5, num_images_per_prompt: int = 1,
-                 seed=None, generator=None, latents=None, eta: float = 0.0, scheduler=None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 num_images_per_prompt: int = 1, seed=None, generator=None, latents=None, eta: float = 0.0, scheduler=None,
                  output_type: str = "pil", callback: StepCallback | None = None, progress: bool = True,
                  clip_skip: int | None = None) -> PipelineOutput:
         sample = self.unet.config.sample_size * self.vae_scale_factor
@@ -82,7 +85,7 @@ class StableDiffusionPipeline:
                             guidance_scale, num_images_per_prompt, seed, generator, eta, scheduler,
                             output_type, clip_skip)
         scheduler = run.scheduler
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler.set_timesteps(run.steps)
         shape = self._latent_shape(run)
         if latents is None:
             start = batch_noise(run.generators, shape)
@@ -92,8 +95,8 @@ class StableDiffusionPipeline:
         return self._denoise_and_decode(run, start, scheduler.timesteps, callback, progress)
 
     def img2img(self, prompt, image, strength: float = 0.8, negative_prompt=None, height: int | None = None,
-                width: int | None = None, num_inference_steps: int = 20, guidance_scale: float = 7.5,
-                num_images_per_prompt: int = 1, seed=None, generator=None, eta: float = 0.0, scheduler=None,
+                width: int | None = None, num_inference_steps: int | None = None,
+                guidance_scale: float | None = None, num_images_per_prompt: int = 1, seed=None, generator=None, eta: float = 0.0, scheduler=None,
                 output_type: str = "pil", callback: StepCallback | None = None, progress: bool = True,
                 clip_skip: int | None = None) -> PipelineOutput:
         init = image_io.fit(image_io.load_image(image), width, height, self.size_multiple)
@@ -101,18 +104,18 @@ class StableDiffusionPipeline:
                             num_images_per_prompt, seed, generator, eta, scheduler, output_type, clip_skip,
                             strength=strength)
         scheduler = run.scheduler
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler.set_timesteps(run.steps)
         timesteps = scheduler.img2img_timesteps(_strength(strength))
         if len(timesteps) == 0:
-            raise ValueError(f"strength={strength} with {num_inference_steps} steps leaves no step to run")
+            raise ValueError(f"strength={strength} with {run.steps} steps leaves no step to run")
         image_latents = self._encode_images(init, run)
         noise = batch_noise(run.generators, self._latent_shape(run))
         start = scheduler.add_noise(image_latents, noise, np.repeat(timesteps[:1], run.batch))
         return self._denoise_and_decode(run, start, timesteps, callback, progress)
 
     def inpaint(self, prompt, image, mask_image, strength: float = 1.0, negative_prompt=None,
-                height: int | None = None, width: int | None = None, num_inference_steps: int = 20,
-                guidance_scale: float = 7.5, num_images_per_prompt: int = 1, seed=None, generator=None,
+                height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
+                guidance_scale: float | None = None, num_images_per_prompt: int = 1, seed=None, generator=None,
                 latents=None, eta: float = 0.0, scheduler=None, output_type: str = "pil",
                 callback: StepCallback | None = None, progress: bool = True,
                 clip_skip: int | None = None) -> PipelineOutput:
@@ -129,10 +132,10 @@ class StableDiffusionPipeline:
         if channels not in (4, 9):
             raise ValueError(f"inpainting needs a 4- or 9-channel UNet, this one has {channels} input channels")
         scheduler = run.scheduler
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler.set_timesteps(run.steps)
         timesteps = scheduler.img2img_timesteps(_strength(strength))
         if len(timesteps) == 0:
-            raise ValueError(f"strength={strength} with {num_inference_steps} steps leaves no step to run")
+            raise ValueError(f"strength={strength} with {run.steps} steps leaves no step to run")
         full_strength = strength == 1.0
         mask_full = image_io.mask_to_tensor([mask])
         image_tensor = image_io.to_tensor([init])
@@ -170,6 +173,7 @@ class StableDiffusionPipeline:
 
     def _prepare(self, prompt, negative_prompt, height, width, steps, guidance_scale, per_prompt, seed,
                  generator, eta, scheduler, output_type, clip_skip, strength=None) -> "_Run":
+        steps, guidance_scale = self.generation_defaults.resolve(steps, guidance_scale)
         prompts = _texts(prompt, "prompt")
         negatives = _texts("" if negative_prompt is None else negative_prompt, "negative_prompt")
         if len(negatives) == 1:
@@ -205,7 +209,7 @@ class StableDiffusionPipeline:
                                    strength=strength, clip_skip=clip_skip, eta=eta or None)
                   for (p, n), s in zip([pn for pn in zip(prompts, negatives) for _ in range(per_prompt)], seeds)]
         return _Run(batch, height, width, generators, sched, guidance, float(guidance_scale), embeddings, eta,
-                    output_type, params)
+                    output_type, params, int(steps))
 
     def _scheduler(self, choice):
         if choice is None:
@@ -285,6 +289,7 @@ class _Run:
     eta: float
     output_type: str
     params: list
+    steps: int
     unet_extra: paddle.Tensor | None = None
 
 

@@ -53,6 +53,8 @@ def export_model(source: Any, out_dir, *, graphs: tuple[str, ...] = ALL_GRAPHS,
     out = _prepare_folder(Path(out_dir), overwrite)
     index = {"format": EXPORT_FORMAT, "paddle_version": paddle.__version__, "fused_attention": fused,
              "model_name": parts["model_name"] or "", "graphs": {}}
+    if parts["generation_defaults"] is not None:
+        index.update(parts["generation_defaults"].as_index_entry())
     for name in graphs:
         if progress:
             progress(name)
@@ -86,7 +88,7 @@ def network_class(qualified: str) -> type:
 
 
 def _components(source: Any, needed: list[str]) -> dict[str, Any]:
-    names = ("unet", "vae", "text_encoder", "scheduler", "model_name")
+    names = ("unet", "vae", "text_encoder", "scheduler", "model_name", "generation_defaults")
     if isinstance(source, Mapping):
         parts = {n: source.get(n) for n in names}
     else:

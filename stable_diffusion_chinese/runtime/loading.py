@@ -104,6 +104,7 @@ def export_folder(model_folder, out_dir, **options) -> Path:
 
 
 def _inference_pipeline(folder: Path, scheduler: str | None, options: RuntimeOptions):
+    from ..pipelines.defaults import GenerationDefaults
     from ..pipelines.stable_diffusion import StableDiffusionPipeline
     from ..tokenizers import load_tokenizer
 
@@ -115,4 +116,5 @@ def _inference_pipeline(folder: Path, scheduler: str | None, options: RuntimeOpt
     index = read_export_index(folder)
     return StableDiffusionPipeline(parts["unet"], parts["vae"], parts["text_encoder"], load_tokenizer(folder / "tokenizer"),
                                    make_scheduler(scheduler or base.get("_class_name"), base_config=base),
-                                   model_name=index.get("model_name") or folder.name, scheduler_config=base)
+                                   model_name=index.get("model_name") or folder.name, scheduler_config=base,
+                                   generation_defaults=GenerationDefaults.from_model_index(index, str(folder)))

@@ -59,8 +59,8 @@ class Request:
     style: str | None
     width: int | None
     height: int | None
-    steps: int
-    guidance: float
+    steps: int | None          # None: the model's recommended number (pipelines/defaults.py)
+    guidance: float | None     # None: the model's recommended scale
     seed: int | None
     num_images: int
     scheduler: str | None
@@ -68,7 +68,7 @@ class Request:
 
 
 def check_request(text: Any, style: Any = None, negative_text: Any = None, width: Any = None, height: Any = None,
-                  steps: Any = 20, guidance: Any = 7.5, seed: Any = None, num_images: Any = 1,
+                  steps: Any = None, guidance: Any = None, seed: Any = None, num_images: Any = 1,
                   scheduler: Any = None, output_dir: Any = None, limits: Limits = Limits()) -> Request:
     texts = _texts(text, "text", limits, allow_empty=False)
     negatives = _texts("" if negative_text is None else negative_text, "negative_text", limits, allow_empty=True)
@@ -87,14 +87,16 @@ def check_request(text: Any, style: Any = None, negative_text: Any = None, width
             _multiple(name, value, LATENT_SCALE)
     if width is not None and height is not None:
         check_size(width, height, LATENT_SCALE, limits)
-    _integer("steps", steps, 1, limits.max_steps)
+    if steps is not None:
+        _integer("steps", steps, 1, limits.max_steps)
     _integer("num_images", num_images, 1, limits.max_images)
     if len(texts) * num_images > limits.max_images:
         raise ValueError(f"{len(texts)} prompts x num_images={num_images} is {len(texts) * num_images} images; "
                          f"the limit is {limits.max_images} per call")
     if seed is not None:
         _integer("seed", seed, 0, MAX_SEED, hint=" (leave it out, or None, for a random seed)")
-    return Request(texts, negatives, style, width, height, steps, _guidance(guidance), seed, num_images,
+    guidance = None if guidance is None else _guidance(guidance)
+    return Request(texts, negatives, style, width, height, steps, guidance, seed, num_images,
                    _scheduler(scheduler), check_output_dir(output_dir))
 
 

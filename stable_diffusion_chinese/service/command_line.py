@@ -56,8 +56,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser, limits: Limits = L
                         help="what to avoid; once for all prompts or once per --text")
     parser.add_argument("--width", type=int, help="image width, a multiple of 8 (default: the model's size)")
     parser.add_argument("--height", type=int, help="image height, a multiple of 8 (default: the model's size)")
-    parser.add_argument("--steps", type=int, default=20, help=f"denoising steps, 1..{limits.max_steps} (default 20)")
-    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"denoising steps, 1..{limits.max_steps} (default: the model's, usually 20)")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: "
+                        "the model's, usually 7.5; the embedded model's is 3)")
     parser.add_argument("--seed", type=int, help="random seed, 0..4294967295 (default: random; 0 is a seed too)")
     parser.add_argument("--num_images", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--scheduler", metavar="NAME", help="sampler (listed below; default: the model's)")

@@ -49,7 +49,7 @@ class TextToImage:
         self.settings = settings or Settings.from_environ()
 
     def generate(self, text: Any, style: Any = None, negative_text: Any = None, width: Any = None,
-                 height: Any = None, steps: Any = 20, guidance: Any = 7.5, seed: Any = None, num_images: Any = 1,
+                 height: Any = None, steps: Any = None, guidance: Any = None, seed: Any = None, num_images: Any = 1,
                  scheduler: Any = None, output_dir: Any = None, model: Any = None, *,
                  progress: bool = True) -> Generation:
         request = check_request(text, style, negative_text, width, height, steps, guidance, seed, num_images,

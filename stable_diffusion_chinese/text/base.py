@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import paddle
 
 from ..models.pretrained import PretrainedLayer

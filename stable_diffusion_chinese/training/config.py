@@ -28,6 +28,7 @@ class TrainConfig:
     caption_dropout: float = 0.1      # captions replaced by "" so the model also learns the unconditional case (CFG)
     latent_reuse: int = 1             # each rendered + VAE-encoded batch serves this many steps (new noise, t, captions)
     train_text_encoder: bool = True
+    snr_gamma: float = 0.0            # Min-SNR-gamma loss weighting (5 in the paper); 0 = plain MSE
     # VAE stage
     kl_weight: float = 1e-5           # times the per-sample KL sum, divided by the pixels per sample (LDM uses 1e-6)
 
@@ -39,6 +40,8 @@ class TrainConfig:
             raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.snr_gamma < 0:
+            raise ValueError(f"snr_gamma must be >= 0 (0 disables Min-SNR weighting), got {self.snr_gamma}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 

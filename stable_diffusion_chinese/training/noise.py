@@ -34,6 +34,21 @@ class NoiseSchedule:
         a = self.alphas_cumprod[np.asarray(timesteps, dtype=np.int64)].reshape(-1, 1, 1, 1)
         return paddle.to_tensor(np.sqrt(a)) * x0 + paddle.to_tensor(np.sqrt(1.0 - a)) * noise
 
+    def snr(self, timesteps: np.ndarray) -> np.ndarray:
+        """Signal-to-noise ratio a_t / (1 - a_t) of each timestep."""
+        a = self.alphas_cumprod[np.asarray(timesteps, dtype=np.int64)]
+        return a / (1.0 - a)
+
+    def min_snr_weights(self, timesteps: np.ndarray, gamma: float) -> np.ndarray:
+        """Per-sample loss weights of Min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via
+        Min-SNR Weighting Strategy", eq. 5 and its epsilon / v forms in section 3.4): the x0-space weight
+        min(SNR, gamma) expressed for the target this schedule trains, i.e. min(SNR, gamma) / SNR for
+        epsilon and min(SNR, gamma) / (SNR + 1) for v (as diffusers' train_text_to_image --snr_gamma).
+        Nearly noise-free timesteps, which are easy, stop dominating the gradient."""
+        snr = self.snr(timesteps)
+        clipped = np.minimum(snr, gamma)
+        return clipped / (snr if self.prediction_type == "epsilon" else snr + 1.0)
+
     def target(self, x0: paddle.Tensor, noise: paddle.Tensor, timesteps: np.ndarray) -> paddle.Tensor:
         """What the UNet learns to predict: the noise, or v = sqrt(a) eps - sqrt(1 - a) x0."""
         if self.prediction_type == "epsilon":

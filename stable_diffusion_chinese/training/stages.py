@@ -88,7 +88,7 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
     task = DiffusionTask(unet, text_encoder, vae, load_tokenizer(EMBEDDED_DIR), schedule,
                          SceneData(config.batch_size, config.seed), seed=config.seed,
                          caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
-                         train_text_encoder=config.train_text_encoder)
+                         train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma)
     return Trainer(task, config, run_dir / "diffusion")
 
 
@@ -124,7 +124,7 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
                          NoiseSchedule.from_scheduler_config(scheduler_config),
                          FolderData(data_dir, config.batch_size, resolution, config.seed), seed=config.seed,
                          caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
-                         train_text_encoder=config.train_text_encoder)
+                         train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma)
     trainer = Trainer(task, config, run_dir)
     trainer.resume()
     trainer.run(progress=progress)

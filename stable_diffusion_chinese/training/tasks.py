@@ -80,11 +80,12 @@ class DiffusionTask:
 
     def __init__(self, unet: nn.Layer, text_encoder: nn.Layer, vae: nn.Layer, tokenizer, schedule: NoiseSchedule,
                  data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
-                 train_text_encoder: bool = True, max_length: int | None = None):
+                 train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0):
         self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
         self.schedule, self.data, self.seed = schedule, data, int(seed)
         self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
         self.train_text_encoder = bool(train_text_encoder)
+        self.snr_gamma = float(snr_gamma)
         self.max_length = int(max_length or tokenizer.model_max_length)
         self.vae.eval()
         for p in self.vae.parameters():
@@ -130,7 +131,12 @@ class DiffusionTask:
         noisy = self.schedule.add_noise(latents, noise, timesteps)
         context = self.encode_text(captions)
         prediction = self.unet(noisy, paddle.to_tensor(timesteps.astype(np.float32)), context)
-        return F.mse_loss(prediction, self.schedule.target(latents, noise, timesteps))
+        target = self.schedule.target(latents, noise, timesteps)
+        if self.snr_gamma <= 0:
+            return F.mse_loss(prediction, target)
+        per_sample = ((prediction - target) ** 2).mean(axis=[1, 2, 3])
+        weights = self.schedule.min_snr_weights(timesteps, self.snr_gamma).astype(np.float32)
+        return (per_sample * paddle.to_tensor(weights)).mean()
 
     def encode_text(self, captions: list[str]) -> paddle.Tensor:
         tokens = self.tokenizer(captions, max_length=self.max_length, padding="max_length", truncation=True)
