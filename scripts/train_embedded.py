@@ -2,6 +2,7 @@
 
   python scripts/train_embedded.py all        --run-dir /work/embedded_run   (vae, then diffusion)
   python scripts/train_embedded.py vae        --run-dir /work/embedded_run
+  python scripts/train_embedded.py vae-decoder --run-dir /work/embedded_run [--init-from <VAE folder>]
   python scripts/train_embedded.py diffusion  --run-dir /work/embedded_run [--steps N] [--init-from <pipeline folder>]
   python scripts/train_embedded.py export     --run-dir /work/embedded_run --out stable_diffusion_chinese/assets/embedded
   python scripts/train_embedded.py finetune   --model <pipeline folder> --data <images + metadata.jsonl> --run-dir <dir>
@@ -21,12 +22,13 @@ from stable_diffusion_chinese.training.config import TrainConfig
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["all", "vae", "diffusion", "export", "finetune"])
+    parser.add_argument("stage", choices=["all", "vae", "vae-decoder", "diffusion", "export", "finetune"])
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--out", type=Path, help="export: the pipeline folder to write")
     parser.add_argument("--model", type=Path, help="finetune: the pipeline folder to start from")
     parser.add_argument("--init-from", type=Path, help="diffusion: start the UNet and text encoder from this "
-                        "pipeline folder's weights instead of random ones (ignored once a checkpoint exists)")
+                        "pipeline folder's weights instead of random ones (ignored once a checkpoint exists); "
+                        "vae-decoder: the VAE folder whose decoder is fine-tuned (default <run-dir>/vae_model)")
     parser.add_argument("--data", type=Path, help="finetune: folder with images and metadata.jsonl")
     parser.add_argument("--resolution", type=int, help="finetune: image side (default: the model's)")
     parser.add_argument("--no-progress", action="store_true")
@@ -34,7 +36,7 @@ def main(argv=None) -> int:
         parser.add_argument("--" + field.name.replace("_", "-"), type=_bool if field.type in (bool, "bool") else
                             type(field.default), default=None)
     args = parser.parse_args(argv)
-    defaults = {"vae": stages.VAE_DEFAULTS, "finetune": dict(steps=1000, batch_size=4, learning_rate=1e-5,
+    defaults = {"vae": stages.VAE_DEFAULTS, "vae-decoder": stages.VAE_DECODER_DEFAULTS, "finetune": dict(steps=1000, batch_size=4, learning_rate=1e-5,
                                                              warmup_steps=0, ema_decay=0.999)}.get(
         args.stage, stages.DIFFUSION_DEFAULTS)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -47,6 +49,9 @@ def main(argv=None) -> int:
         print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress))
     elif args.stage == "vae":
         print("trained VAE written to", stages.train_vae(args.run_dir, config, progress))
+    elif args.stage == "vae-decoder":
+        print("VAE with the fine-tuned decoder written to",
+              stages.train_vae_decoder(args.run_dir, config, args.init_from, progress))
     elif args.stage == "diffusion":
         print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress,
                                                                      init_from=args.init_from))

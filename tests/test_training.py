@@ -52,6 +52,33 @@ def test_vae_stage_lowers_the_reconstruction_loss(tmp_path):
     assert after < 0.6 * before
 
 
+def test_decoder_fine_tuning_leaves_the_encoder_bit_for_bit(tmp_path):
+    paddle.seed(0)
+    vae = AutoencoderKL.from_config(TINY_VAE)
+    encoder_before = {k: v.numpy().copy() for k, v in vae.state_dict().items()
+                      if not k.startswith(("decoder.", "post_quant"))}
+    decoder_before = {k: v.numpy().copy() for k, v in vae.decoder.state_dict().items()}
+    task = VAETask(vae, SceneData(2, seed=0, background_probability=1.0), kl_weight=1e-5, seed=0, crop=32,
+                   train_encoder=False)
+    assert set(task.trainable) == {"decoder", "post_quant_conv"}
+    before = np.mean([fixed_loss(task, s) for s in range(3)])
+    trainer = Trainer(task, config(steps=30, learning_rate=3e-3, checkpoint_every=100), tmp_path)
+    trainer.run(progress=False)
+    assert np.mean([fixed_loss(task, s) for s in range(3)]) < 0.7 * before
+    for key, value in vae.state_dict().items():
+        if key in encoder_before:
+            assert np.array_equal(value.numpy(), encoder_before[key]), key
+    assert any(not np.array_equal(v.numpy(), decoder_before[k]) for k, v in vae.decoder.state_dict().items())
+    assert all(key.startswith(("decoder.", "post_quant_conv.")) for key in trainer.ema.shadow)
+
+
+def test_scene_data_can_ask_for_more_named_backgrounds():
+    def share(p):
+        scenes = [s for i in range(20) for s in SceneData(8, seed=1, background_probability=p).scenes(i)[0]]
+        return np.mean([s.background is not None for s in scenes if s.style != "ink"])
+    assert share(1.0) > 0.9 and share(0.0) == 0.0 and 0.1 < share(0.2) < 0.35
+
+
 def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):
     task = tiny_task(latent_reuse=1000)   # one batch, seen with fresh noise and timesteps every step
     before = np.mean([fixed_loss(task, s) for s in range(4)])

@@ -33,18 +33,20 @@ def held_out(scene: Scene) -> bool:
     return (s1 + 2 * c1 + 3 * p1 + 5 * s2 + 7 * c2 + 11 * p2) % 13 == 0
 
 
-def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None) -> Scene:
-    """A random scene; ``split="train"`` never returns a held-out combination, ``"eval"`` only those."""
+def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
+                 background_probability: float = BACKGROUND_PROBABILITY) -> Scene:
+    """A random scene; ``split="train"`` never returns a held-out combination, ``"eval"`` only those.
+    ``background_probability``: chance that a non-ink scene names a background colour."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     for _ in range(1000):
-        scene = _random_scene(rng, kind)
+        scene = _random_scene(rng, kind, background_probability)
         if held_out(scene) == (split == "eval"):
             return scene
     raise RuntimeError("could not draw a scene for this split")  # pragma: no cover - probability ~0
 
 
-def _random_scene(rng: np.random.Generator, kind: str | None) -> Scene:
+def _random_scene(rng: np.random.Generator, kind: str | None, background_probability: float) -> Scene:
     kinds = list(KIND_WEIGHTS)
     kind = kind or kinds[rng.choice(len(kinds), p=list(KIND_WEIGHTS.values()))]
     style = _style(rng)
@@ -61,7 +63,7 @@ def _random_scene(rng: np.random.Generator, kind: str | None) -> Scene:
         while (b.shape, b.colour) == (a.shape, a.colour):   # two different objects
             b = _object(rng, int(cells[1]))
         objects = (a, b)
-    return Scene(objects, kind, _background(rng, objects, style), style)
+    return Scene(objects, kind, _background(rng, objects, style, background_probability), style)
 
 
 def _object(rng: np.random.Generator, cell: int) -> SceneObject:
@@ -75,8 +77,8 @@ def _style(rng: np.random.Generator):
     return styled[rng.integers(len(styled))]
 
 
-def _background(rng: np.random.Generator, objects, style):
-    if style == "ink" or rng.random() >= BACKGROUND_PROBABILITY:
+def _background(rng: np.random.Generator, objects, style, probability: float):
+    if style == "ink" or rng.random() >= probability:
         return None
     allowed = [c for c in COLOURS
                if not (style == "cartoon" and c == "black")   # the outline would vanish

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..scenes.captions import caption
 from ..scenes.render import render
-from ..scenes.sampling import sample_scene
+from ..scenes.sampling import BACKGROUND_PROBABILITY, sample_scene
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -26,15 +26,18 @@ def to_model_images(pixels: list[np.ndarray]) -> np.ndarray:
 
 
 class SceneData:
-    def __init__(self, batch_size: int, seed: int = 0, split: str = "train"):
+    def __init__(self, batch_size: int, seed: int = 0, split: str = "train",
+                 background_probability: float = BACKGROUND_PROBABILITY):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.seed, self.split = int(batch_size), int(seed), split
+        self.background_probability = float(background_probability)
 
     def scenes(self, index: int) -> tuple[list, list[int]]:
         """The scenes of batch ``index`` and their render seeds."""
         rng = np.random.default_rng([self.seed, int(index)])
-        scenes = [sample_scene(rng, self.split) for _ in range(self.batch_size)]
+        scenes = [sample_scene(rng, self.split, background_probability=self.background_probability)
+                  for _ in range(self.batch_size)]
         return scenes, [int(s) for s in rng.integers(2 ** 31, size=self.batch_size)]
 
     def batch(self, index: int) -> tuple[np.ndarray, list[str]]:

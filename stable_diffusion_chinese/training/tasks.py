@@ -25,16 +25,31 @@ class VAETask:
     ``crop`` trains on random ``crop`` x ``crop`` windows (corners on the 8-pixel grid, so pixel-style
     blocks stay aligned with latent cells): the networks are convolutional, and a 64-pixel window
     costs a quarter of the full 128-pixel image.
+
+    ``train_encoder=False`` fine-tunes the decoder side only (``post_quant_conv`` + ``decoder``), as
+    Stability did for sd-vae-ft-mse: the encoder, and so every latent a diffusion model was trained on,
+    stays bit for bit the same, and the KL term (a function of the encoder alone) is left out.
     """
 
-    def __init__(self, vae: nn.Layer, data, kl_weight: float, seed: int, crop: int | None = None):
+    def __init__(self, vae: nn.Layer, data, kl_weight: float, seed: int, crop: int | None = None,
+                 train_encoder: bool = True):
         self.vae, self.data, self.kl_weight, self.seed = vae, data, float(kl_weight), int(seed)
         self.crop = crop
+        self.train_encoder = bool(train_encoder)
+        if not self.train_encoder:
+            for p in self.vae.parameters():
+                p.stop_gradient = True
+            for layer in self.trainable.values():
+                for p in layer.parameters():
+                    p.stop_gradient = False
         self.last_parts: dict[str, float] = {}
 
     @property
     def trainable(self) -> dict[str, nn.Layer]:
-        return {"vae": self.vae}
+        if self.train_encoder:
+            return {"vae": self.vae}
+        parts = {"decoder": self.vae.decoder, "post_quant_conv": self.vae.post_quant_conv}
+        return {name: layer for name, layer in parts.items() if layer is not None}
 
     def loss(self, step: int) -> paddle.Tensor:
         images, _ = self.data.batch(step)
@@ -42,12 +57,16 @@ class VAETask:
         if self.crop:
             images = _random_crops(images, self.crop, rng)
         x = paddle.to_tensor(images)
-        posterior = self.vae.encode(x)
+        with paddle.set_grad_enabled(self.train_encoder):
+            posterior = self.vae.encode(x)
         noise = rng.standard_normal(posterior.mean.shape).astype(np.float32)
         reconstruction = self.vae.decode(posterior.sample(noise))
         l1 = F.l1_loss(reconstruction, x)
         l2 = F.mse_loss(reconstruction, x)
         kl = posterior.kl().mean() / float(np.prod(images.shape[1:]))
+        if not self.train_encoder:
+            self.last_parts = {"l1": float(l1), "l2": float(l2)}
+            return l1 + l2
         self.last_parts = {"l1": float(l1), "l2": float(l2), "kl": float(kl) * float(np.prod(images.shape[1:]))}
         return l1 + l2 + self.kl_weight * kl
 
