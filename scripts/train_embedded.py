@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--out", type=Path, help="export: the pipeline folder to write")
     parser.add_argument("--model", type=Path, help="finetune: the pipeline folder to start from")
+    parser.add_argument("--vae", type=Path, help="export: ship this VAE folder (same encoder, e.g. "
+                        "<run-dir>/vae_decoder_model) instead of <run-dir>/vae_model")
     parser.add_argument("--init-from", type=Path, help="diffusion: start the UNet and text encoder from this "
                         "pipeline folder's weights instead of random ones (ignored once a checkpoint exists); "
                         "vae-decoder: the VAE folder whose decoder is fine-tuned (default <run-dir>/vae_model)")
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
                                                                      init_from=args.init_from))
     elif args.stage == "export":
         out = args.out or args.run_dir / "pipeline"
-        sizes = stages.export_embedded(args.run_dir, config, out)
+        sizes = stages.export_embedded(args.run_dir, config, out, args.vae)
         print(f"exported to {out}:", {k: f"{v / 1e6:.2f} MB" for k, v in sizes.items()})
     else:
         if args.model is None or args.data is None:

@@ -232,6 +232,27 @@ def test_diffusion_stage_can_start_from_a_pipeline_folder(tmp_path):
     np.testing.assert_array_equal(warm.layers["text_encoder"].state_dict()[key].numpy(), words[key].numpy())
 
 
+def test_export_ships_a_fine_tuned_decoder_but_refuses_another_encoder(tmp_path):
+    import shutil
+
+    from stable_diffusion_chinese.training import stages
+    from stable_diffusion_chinese.training.models import EMBEDDED_DIR, save_network
+
+    shutil.copytree(EMBEDDED_DIR / "vae", tmp_path / "vae_model")
+    cfg = config(batch_size=2, steps=1)
+    stages.diffusion_trainer(tmp_path, cfg, init_from=EMBEDDED_DIR).run(progress=False)
+    vae = AutoencoderKL.from_pretrained(tmp_path / "vae_model")
+    vae.decoder.conv_out.bias.set_value(vae.decoder.conv_out.bias + 0.5)   # a "fine-tuned" decoder
+    save_network(vae, tmp_path / "new_decoder")
+    stages.export_embedded(tmp_path, cfg, tmp_path / "out", vae_dir=tmp_path / "new_decoder")
+    shipped = AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
+    np.testing.assert_allclose(shipped.decoder.conv_out.bias.numpy(), vae.decoder.conv_out.bias.numpy(), atol=1e-3)
+    vae.encoder.conv_in.bias.set_value(vae.encoder.conv_in.bias + 0.5)
+    save_network(vae, tmp_path / "new_encoder")
+    with pytest.raises(ValueError, match=r"different encoder \(encoder.conv_in.bias\)"):
+        stages.export_embedded(tmp_path, cfg, tmp_path / "out2", vae_dir=tmp_path / "new_encoder")
+
+
 def test_min_snr_weights_follow_the_paper():
     schedule = NoiseSchedule()
     t = np.array([0, 100, 500, 999])

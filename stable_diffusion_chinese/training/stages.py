@@ -128,8 +128,12 @@ def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None 
     return trainer.run(until, progress=progress)
 
 
-def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Path) -> dict[str, int]:
-    """The newest diffusion checkpoint's EMA weights + the trained VAE -> a pipeline folder (fp16)."""
+def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Path,
+                    vae_dir: str | Path | None = None) -> dict[str, int]:
+    """The newest diffusion checkpoint's EMA weights + the trained VAE -> a pipeline folder (fp16).
+
+    ``vae_dir``: ship this VAE instead of ``run_dir/vae_model`` (e.g. ``vae_decoder_model``); its encoder
+    and latent statistics must be those the diffusion model was trained with, or it is refused."""
     trainer = diffusion_trainer(run_dir, config)
     step = trainer.resume()
     if step == 0:
@@ -137,7 +141,25 @@ def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Pat
     unet = build_network("unet", EMBEDDED_DIR)
     text_encoder = build_network("text_encoder", EMBEDDED_DIR)
     trainer.ema.copy_to({"unet": unet, "text_encoder": text_encoder})
-    return export_pipeline(out_dir, {"unet": unet, "vae": trainer.task.vae, "text_encoder": text_encoder})
+    vae = trainer.task.vae
+    if vae_dir is not None:
+        vae = AutoencoderKL.from_pretrained(vae_dir)
+        _check_same_latents(trainer.task.vae, vae, vae_dir)
+    return export_pipeline(out_dir, {"unet": unet, "vae": vae, "text_encoder": text_encoder})
+
+
+def _check_same_latents(trained_with: AutoencoderKL, other: AutoencoderKL, where) -> None:
+    ours, theirs = trained_with.state_dict(), other.state_dict()
+    for key, value in ours.items():
+        if key.startswith(("decoder.", "post_quant_conv.")):
+            continue
+        if key not in theirs or not np.array_equal(value.numpy(), theirs[key].numpy()):
+            raise ValueError(f"the VAE in {where} has a different encoder ({key}) from the one the diffusion "
+                             "model was trained with; only its decoder may differ")
+    for name in ("latents_mean", "latents_std", "scaling_factor"):
+        if getattr(trained_with.config, name) != getattr(other.config, name):
+            raise ValueError(f"the VAE in {where} has a different {name} from the one the diffusion model was "
+                             "trained with")
 
 
 def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, config: TrainConfig,
