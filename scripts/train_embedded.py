@@ -38,9 +38,9 @@ def main(argv=None) -> int:
         parser.add_argument("--" + field.name.replace("_", "-"), type=_bool if field.type in (bool, "bool") else
                             type(field.default), default=None)
     args = parser.parse_args(argv)
-    defaults = {"vae": stages.VAE_DEFAULTS, "vae-decoder": stages.VAE_DECODER_DEFAULTS, "finetune": dict(steps=1000, batch_size=4, learning_rate=1e-5,
-                                                             warmup_steps=0, ema_decay=0.999)}.get(
-        args.stage, stages.DIFFUSION_DEFAULTS)
+    defaults = {"vae": stages.VAE_DEFAULTS, "vae-decoder": stages.VAE_DECODER_DEFAULTS,
+                "finetune": dict(steps=1000, batch_size=4, learning_rate=1e-5, warmup_steps=0, ema_decay=0.999)
+                }.get(args.stage, stages.DIFFUSION_DEFAULTS)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name) is not None}
     config = TrainConfig(**{**defaults, **overrides})

@@ -36,8 +36,9 @@ class Client:
 
     def generate(self, text: str | list[str], style: str | None = None, negative_text: str | list[str] | None = None,
                  width: int | None = None, height: int | None = None, steps: int | None = None,
-                 guidance: float | None = None, seed: int | None = None, num_images: int = 1, scheduler: str | None = None,
-                 output_dir: str | os.PathLike | None = None, model: None = None) -> list[Image.Image]:
+                 guidance: float | None = None, seed: int | None = None, num_images: int = 1,
+                 scheduler: str | None = None, output_dir: str | os.PathLike | None = None,
+                 model: None = None) -> list[Image.Image]:
         """As ``sdc_sdk.generate``; ``model`` must stay None (the server's init_args choose it)."""
         if model is not None:
             raise ValueError("Client.generate cannot choose the model: the server does (init_args 'model' in "

@@ -10,8 +10,9 @@ from stable_diffusion_chinese.service import TextToImage, describe_styles, sched
 
 def generate(text: str | list[str], style: str | None = None, negative_text: str | list[str] | None = None,
              width: int | None = None, height: int | None = None, steps: int | None = None,
-             guidance: float | None = None, seed: int | None = None, num_images: int = 1, scheduler: str | None = None,
-             output_dir: str | os.PathLike | None = None, model: str | os.PathLike | None = None) -> list[Image.Image]:
+             guidance: float | None = None, seed: int | None = None, num_images: int = 1,
+             scheduler: str | None = None, output_dir: str | os.PathLike | None = None,
+             model: str | os.PathLike | None = None) -> list[Image.Image]:
     """Images for ``text`` (one string or a list; Chinese, English or mixed).
 
     ``style``: one of ``styles()``; ``width``/``height``: multiples of 8 (default: the model's size);

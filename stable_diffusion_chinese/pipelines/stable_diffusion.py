@@ -76,9 +76,9 @@ class StableDiffusionPipeline:
     # ------------------------------------------------------------------ public entry points
     def __call__(self, prompt, negative_prompt=None, height: int | None = None, width: int | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                 num_images_per_prompt: int = 1, seed=None, generator=None, latents=None, eta: float = 0.0, scheduler=None,
-                 output_type: str = "pil", callback: StepCallback | None = None, progress: bool = True,
-                 clip_skip: int | None = None) -> PipelineOutput:
+                 num_images_per_prompt: int = 1, seed=None, generator=None, latents=None, eta: float = 0.0,
+                 scheduler=None, output_type: str = "pil", callback: StepCallback | None = None,
+                 progress: bool = True, clip_skip: int | None = None) -> PipelineOutput:
         sample = self.unet.config.sample_size * self.vae_scale_factor
         height, width = (sample if height is None else height), (sample if width is None else width)
         run = self._prepare(prompt, negative_prompt, height, width, num_inference_steps,
@@ -96,9 +96,9 @@ class StableDiffusionPipeline:
 
     def img2img(self, prompt, image, strength: float = 0.8, negative_prompt=None, height: int | None = None,
                 width: int | None = None, num_inference_steps: int | None = None,
-                guidance_scale: float | None = None, num_images_per_prompt: int = 1, seed=None, generator=None, eta: float = 0.0, scheduler=None,
-                output_type: str = "pil", callback: StepCallback | None = None, progress: bool = True,
-                clip_skip: int | None = None) -> PipelineOutput:
+                guidance_scale: float | None = None, num_images_per_prompt: int = 1, seed=None, generator=None,
+                eta: float = 0.0, scheduler=None, output_type: str = "pil", callback: StepCallback | None = None,
+                progress: bool = True, clip_skip: int | None = None) -> PipelineOutput:
         init = image_io.fit(image_io.load_image(image), width, height, self.size_multiple)
         run = self._prepare(prompt, negative_prompt, init.height, init.width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, seed, generator, eta, scheduler, output_type, clip_skip,
