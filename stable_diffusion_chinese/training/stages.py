@@ -20,7 +20,7 @@ from .config import TrainConfig
 from .data import FolderData, SceneData
 from .models import EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, load_tokenizer, read_json, save_network
 from .noise import NoiseSchedule
-from .tasks import DiffusionTask, VAETask
+from .tasks import DECODER_PARTS, DiffusionTask, VAETask
 from .trainer import Trainer
 
 VAE_CROP = 64
@@ -151,7 +151,7 @@ def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Pat
 def _check_same_latents(trained_with: AutoencoderKL, other: AutoencoderKL, where) -> None:
     ours, theirs = trained_with.state_dict(), other.state_dict()
     for key, value in ours.items():
-        if key.startswith(("decoder.", "post_quant_conv.")):
+        if key.split(".")[0] in DECODER_PARTS:
             continue
         if key not in theirs or not np.array_equal(value.numpy(), theirs[key].numpy()):
             raise ValueError(f"the VAE in {where} has a different encoder ({key}) from the one the diffusion "

@@ -17,6 +17,8 @@ from .noise import NoiseSchedule
 
 # ``purpose`` numbers that keep the per-step random streams apart
 _VAE_NOISE, _DIFFUSION_STEP, _POSTERIOR = 1, 2, 3
+#: the VAE's layers after the latent: what a decoder-only fine-tune trains and may change
+DECODER_PARTS = ("decoder", "post_quant_conv")
 
 
 class VAETask:
@@ -48,7 +50,7 @@ class VAETask:
     def trainable(self) -> dict[str, nn.Layer]:
         if self.train_encoder:
             return {"vae": self.vae}
-        parts = {"decoder": self.vae.decoder, "post_quant_conv": self.vae.post_quant_conv}
+        parts = {name: getattr(self.vae, name) for name in DECODER_PARTS}
         return {name: layer for name, layer in parts.items() if layer is not None}
 
     def loss(self, step: int) -> paddle.Tensor:
@@ -63,11 +65,11 @@ class VAETask:
         reconstruction = self.vae.decode(posterior.sample(noise))
         l1 = F.l1_loss(reconstruction, x)
         l2 = F.mse_loss(reconstruction, x)
-        kl = posterior.kl().mean() / float(np.prod(images.shape[1:]))
+        self.last_parts = {"l1": float(l1), "l2": float(l2)}
         if not self.train_encoder:
-            self.last_parts = {"l1": float(l1), "l2": float(l2)}
             return l1 + l2
-        self.last_parts = {"l1": float(l1), "l2": float(l2), "kl": float(kl) * float(np.prod(images.shape[1:]))}
+        kl = posterior.kl().mean() / float(np.prod(images.shape[1:]))
+        self.last_parts["kl"] = float(kl) * float(np.prod(images.shape[1:]))
         return l1 + l2 + self.kl_weight * kl
 
 
