@@ -43,7 +43,15 @@ def main(argv=None) -> int:
                 }.get(args.stage, stages.DIFFUSION_DEFAULTS)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name) is not None}
-    config = TrainConfig(**{**defaults, **overrides})
+    if args.stage == "finetune" and (args.model is None or args.data is None):
+        parser.error("finetune needs --model and --data")
+    try:
+        return _run_stage(args, TrainConfig(**{**defaults, **overrides}))
+    except (FileNotFoundError, ValueError) as error:   # a missing folder or a bad option: one line, no traceback
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+def _run_stage(args, config: TrainConfig) -> int:
     progress = not args.no_progress
     if args.stage == "all":
         # one command for the whole recipe; options given on the command line apply to the diffusion stage
@@ -62,8 +70,6 @@ def main(argv=None) -> int:
         sizes = stages.export_embedded(args.run_dir, config, out, args.vae)
         print(f"exported to {out}:", {k: f"{v / 1e6:.2f} MB" for k, v in sizes.items()})
     else:
-        if args.model is None or args.data is None:
-            parser.error("finetune needs --model and --data")
         trainer = stages.finetune(args.model, args.data, args.run_dir, config, args.resolution, progress)
         out = args.out or args.run_dir / "pipeline"
         stages.export_finetuned(trainer, args.model, out)

@@ -1,5 +1,8 @@
 """The training loop on tiny networks: the loss goes down, resuming equals not stopping, folder data."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -275,3 +278,14 @@ def test_min_snr_loss_is_the_weighted_mean_of_per_sample_errors():
     assert c < a                            # weights are <= 1 and some timesteps of step 3 have SNR > 5
     with pytest.raises(ValueError, match="snr_gamma"):
         TrainConfig(snr_gamma=-1)
+
+
+def test_training_script_names_a_missing_vae_or_bad_option_in_one_line(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_embedded.py"
+    for extra, message in ((["vae-decoder"], "has no trained VAE; run the 'vae' stage first"),
+                           (["diffusion"], "has no trained VAE; run the 'vae' stage first"),
+                           (["diffusion", "--snr-gamma", "-1"], "snr_gamma must be >= 0")):
+        run = subprocess.run([sys.executable, str(script), *extra, "--run-dir", str(tmp_path / "run")],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr and "error: " in run.stderr and message in run.stderr, run.stderr

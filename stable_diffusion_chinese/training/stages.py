@@ -59,7 +59,11 @@ def vae_decoder_trainer(run_dir: str | Path, config: TrainConfig, init_from: str
     """Fine-tune the decoder of ``init_from`` (default ``run_dir/vae_model``) with the encoder frozen, so
     the latents, their statistics and any diffusion model trained on them stay valid."""
     run_dir = Path(run_dir)
-    vae = AutoencoderKL.from_pretrained(Path(init_from) if init_from else run_dir / "vae_model")
+    vae_dir = Path(init_from) if init_from else run_dir / "vae_model"
+    if not (vae_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{vae_dir} has no trained VAE; run the 'vae' stage first or give --init-from "
+                                "<a VAE folder>")
+    vae = AutoencoderKL.from_pretrained(vae_dir)
     data = SceneData(config.batch_size, config.seed, background_probability=DECODER_BACKGROUND_PROBABILITY)
     task = VAETask(vae, data, config.kl_weight, config.seed, VAE_CROP, train_encoder=False)
     return Trainer(task, config, run_dir / "vae_decoder")
