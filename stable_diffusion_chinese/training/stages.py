@@ -59,11 +59,7 @@ def vae_decoder_trainer(run_dir: str | Path, config: TrainConfig, init_from: str
     """Fine-tune the decoder of ``init_from`` (default ``run_dir/vae_model``) with the encoder frozen, so
     the latents, their statistics and any diffusion model trained on them stay valid."""
     run_dir = Path(run_dir)
-    vae_dir = Path(init_from) if init_from else run_dir / "vae_model"
-    if not (vae_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{vae_dir} has no trained VAE; run the 'vae' stage first or give --init-from "
-                                "<a VAE folder>")
-    vae = AutoencoderKL.from_pretrained(vae_dir)
+    vae = _trained_vae(Path(init_from) if init_from else run_dir / "vae_model", " or give --init-from <a VAE folder>")
     data = SceneData(config.batch_size, config.seed, background_probability=DECODER_BACKGROUND_PROBABILITY)
     task = VAETask(vae, data, config.kl_weight, config.seed, VAE_CROP, train_encoder=False)
     return Trainer(task, config, run_dir / "vae_decoder")
@@ -79,6 +75,13 @@ def train_vae_decoder(run_dir: str | Path, config: TrainConfig, init_from: str |
     out = Path(run_dir) / "vae_decoder_model"
     save_network(vae, out, fp16=False, extra_config={"_class_name": "AutoencoderKL"})
     return out
+
+
+def _trained_vae(vae_dir: Path, hint: str = "") -> AutoencoderKL:
+    """The VAE a later stage builds on, or an error that says which stage makes it."""
+    if not (vae_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{vae_dir} has no trained VAE; run the 'vae' stage first{hint}")
+    return AutoencoderKL.from_pretrained(vae_dir)
 
 
 def latent_statistics(vae: AutoencoderKL, seed: int) -> dict:
@@ -107,10 +110,7 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
     weights replace the random initialisation; the optimizer starts fresh. A checkpoint in the run
     folder still wins when resuming."""
     run_dir = Path(run_dir)
-    vae_dir = run_dir / "vae_model"
-    if not (vae_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{vae_dir} has no trained VAE; run the 'vae' stage first")
-    vae = AutoencoderKL.from_pretrained(vae_dir)
+    vae = _trained_vae(run_dir / "vae_model")
     if init_from is None:
         unet = build_network("unet", EMBEDDED_DIR, seed=config.seed)
         text_encoder = build_network("text_encoder", EMBEDDED_DIR, seed=config.seed + 1)
