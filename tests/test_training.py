@@ -1,4 +1,5 @@
 """The training loop on tiny networks: the loss goes down, resuming equals not stopping, folder data."""
+import collections
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from stable_diffusion_chinese.models.vae import AutoencoderKL
 from stable_diffusion_chinese.text.bert import BertTextEncoder
 from stable_diffusion_chinese.tokenizers.bert import BertTokenizer
 from stable_diffusion_chinese.training import FolderData, SceneData, TrainConfig, Trainer
+from stable_diffusion_chinese.scenes.sampling import KIND_WEIGHTS
 from stable_diffusion_chinese.training.noise import NoiseSchedule
 from stable_diffusion_chinese.training.tasks import DiffusionTask, VAETask
 
@@ -80,6 +82,19 @@ def test_scene_data_can_ask_for_more_named_backgrounds():
         scenes = [s for i in range(20) for s in SceneData(8, seed=1, background_probability=p).scenes(i)[0]]
         return np.mean([s.background is not None for s in scenes if s.style != "ink"])
     assert share(1.0) > 0.9 and share(0.0) == 0.0 and 0.1 < share(0.2) < 0.35
+
+
+def test_scene_data_draws_scene_kinds_as_weighted():
+    def kinds(weights):
+        data = SceneData(16, seed=2, kinds=weights)
+        return collections.Counter(s.kind for i in range(25) for s in data.scenes(i)[0])
+    assert set(kinds({"pair": 1.0})) == {"pair"}
+    heavy = kinds({"single": 1, "count": 1, "pair": 6})    # weights need not sum to 1
+    assert heavy["pair"] / sum(heavy.values()) > 0.6 and heavy["single"] > 0 and heavy["count"] > 0
+    assert SceneData(16, seed=2).scenes(0)[0] == SceneData(16, seed=2, kinds=dict(KIND_WEIGHTS)).scenes(0)[0]
+    for bad, named in (({"triple": 1.0}, "triple"), ({"pair": -1.0, "single": 2.0}, ">= 0"), ({"pair": 0}, "not all 0")):
+        with pytest.raises(ValueError, match=named):
+            SceneData(4, kinds=bad)
 
 
 def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):

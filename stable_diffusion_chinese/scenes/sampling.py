@@ -34,21 +34,36 @@ def held_out(scene: Scene) -> bool:
 
 
 def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
-                 background_probability: float = BACKGROUND_PROBABILITY) -> Scene:
+                 background_probability: float = BACKGROUND_PROBABILITY,
+                 kind_weights: dict[str, float] = KIND_WEIGHTS) -> Scene:
     """A random scene; ``split="train"`` never returns a held-out combination, ``"eval"`` only those.
-    ``background_probability``: chance that a non-ink scene names a background colour."""
+    ``background_probability``: chance that a non-ink scene names a background colour; ``kind_weights``:
+    how often each kind is drawn when ``kind`` is None (summing to 1)."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     for _ in range(1000):
-        scene = _random_scene(rng, kind, background_probability)
+        scene = _random_scene(rng, kind, background_probability, kind_weights)
         if held_out(scene) == (split == "eval"):
             return scene
     raise RuntimeError("could not draw a scene for this split")  # pragma: no cover - probability ~0
 
 
-def _random_scene(rng: np.random.Generator, kind: str | None, background_probability: float) -> Scene:
-    kinds = list(KIND_WEIGHTS)
-    kind = kind or kinds[rng.choice(len(kinds), p=list(KIND_WEIGHTS.values()))]
+def normalised_kind_weights(weights: dict[str, float]) -> dict[str, float]:
+    """``weights`` for all three kinds, normalised to sum 1; unknown kinds and negative or all-zero
+    weights are refused by name."""
+    unknown = sorted(set(weights) - set(KIND_WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown scene kind(s) {', '.join(unknown)}; known: {', '.join(KIND_WEIGHTS)}")
+    if any(not w >= 0 for w in weights.values()) or not sum(weights.values()) > 0:
+        raise ValueError(f"scene kind weights must be >= 0 and not all 0, got {weights}")
+    total = float(sum(weights.values()))
+    return {k: float(weights.get(k, 0.0)) / total for k in KIND_WEIGHTS}
+
+
+def _random_scene(rng: np.random.Generator, kind: str | None, background_probability: float,
+                  weights: dict[str, float]) -> Scene:
+    kinds = list(weights)
+    kind = kind or kinds[rng.choice(len(kinds), p=list(weights.values()))]
     style = _style(rng)
     cells = rng.permutation(GRID * GRID)
     if kind == "single":

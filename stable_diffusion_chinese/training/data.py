@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..scenes.captions import caption
 from ..scenes.render import render
-from ..scenes.sampling import BACKGROUND_PROBABILITY, sample_scene
+from ..scenes.sampling import BACKGROUND_PROBABILITY, KIND_WEIGHTS, normalised_kind_weights, sample_scene
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -27,16 +27,19 @@ def to_model_images(pixels: list[np.ndarray]) -> np.ndarray:
 
 class SceneData:
     def __init__(self, batch_size: int, seed: int = 0, split: str = "train",
-                 background_probability: float = BACKGROUND_PROBABILITY):
+                 background_probability: float = BACKGROUND_PROBABILITY, kinds: dict[str, float] | None = None):
+        """``kinds``: how often single / count / pair scenes are drawn (default ``scenes.sampling.KIND_WEIGHTS``)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.seed, self.split = int(batch_size), int(seed), split
         self.background_probability = float(background_probability)
+        self.kinds = KIND_WEIGHTS if kinds is None else normalised_kind_weights(kinds)
 
     def scenes(self, index: int) -> tuple[list, list[int]]:
         """The scenes of batch ``index`` and their render seeds."""
         rng = np.random.default_rng([self.seed, int(index)])
-        scenes = [sample_scene(rng, self.split, background_probability=self.background_probability)
+        scenes = [sample_scene(rng, self.split, background_probability=self.background_probability,
+                               kind_weights=self.kinds)
                   for _ in range(self.batch_size)]
         return scenes, [int(s) for s in rng.integers(2 ** 31, size=self.batch_size)]
 
