@@ -1,6 +1,6 @@
 """Generate the held-out prompt set with a pipeline and judge every image (GenEval-style).
 
-  python scripts/evaluate_embedded.py [--model stable_diffusion_chinese/assets/embedded] [--limit N]
+  python scripts/evaluate_embedded.py [--model stable_diffusion_chinese/assets/embedded] [--limit N] [--kind pair]
   python scripts/evaluate_embedded.py --source renders        # the judge on clean renders (should be ~100 %)
   python scripts/evaluate_embedded.py --source reconstructions --model DIR   # renders through the VAE only
   python scripts/evaluate_embedded.py --source module     # through hub.Module(name="stable_diffusion_chinese")
@@ -32,7 +32,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=EMBEDDED_DIR, help="pipeline folder")
     parser.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
-    parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts")
+    parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (after --kind)")
+    parser.add_argument("--kind", choices=["single", "count", "pair"], default=None,
+                        help="judge only the prompts of one scene kind")
     parser.add_argument("--source", choices=["pipeline", "module", "renders", "reconstructions"], default="pipeline")
     parser.add_argument("--steps", type=int, default=None, help="default: the model's (model_index.json)")
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's (model_index.json)")
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write per-prompt verdicts as JSON")
     args = parser.parse_args(argv)
 
-    items = load_eval_set(args.prompts)[: args.limit]
+    items = [item for item in load_eval_set(args.prompts) if args.kind in (None, item[1].kind)][: args.limit]
     make = _image_source(args)
     tallies = {a: [0, 0] for a in ATTRIBUTES}
     rows, images, seconds = [], [], 0.0
