@@ -15,7 +15,7 @@ from stable_diffusion_chinese.models.vae import AutoencoderKL
 from stable_diffusion_chinese.text.bert import BertTextEncoder
 from stable_diffusion_chinese.tokenizers.bert import BertTokenizer
 from stable_diffusion_chinese.training import FolderData, SceneData, TrainConfig, Trainer
-from stable_diffusion_chinese.scenes.sampling import KIND_WEIGHTS
+from stable_diffusion_chinese.scenes.sampling import KIND_WEIGHTS, sample_scene
 from stable_diffusion_chinese.training.noise import NoiseSchedule
 from stable_diffusion_chinese.training.tasks import DiffusionTask, VAETask
 
@@ -95,6 +95,10 @@ def test_scene_data_draws_scene_kinds_as_weighted():
     for bad, named in (({"triple": 1.0}, "triple"), ({"pair": -1.0, "single": 2.0}, ">= 0"), ({"pair": 0}, "not all 0")):
         with pytest.raises(ValueError, match=named):
             SceneData(4, kinds=bad)
+        with pytest.raises(ValueError, match=named):
+            sample_scene(np.random.default_rng(0), kind_weights=bad)
+    with pytest.raises(ValueError, match="sum to 1"):
+        sample_scene(np.random.default_rng(0), kind_weights={"single": 1, "pair": 1})
 
 
 def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):

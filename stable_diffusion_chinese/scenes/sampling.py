@@ -38,9 +38,13 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
                  kind_weights: dict[str, float] = KIND_WEIGHTS) -> Scene:
     """A random scene; ``split="train"`` never returns a held-out combination, ``"eval"`` only those.
     ``background_probability``: chance that a non-ink scene names a background colour; ``kind_weights``:
-    how often each kind is drawn when ``kind`` is None (summing to 1)."""
+    how often each kind is drawn when ``kind`` is None (summing to 1, see ``normalised_kind_weights``)."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if kind_weights is not KIND_WEIGHTS:
+        _check_kind_weights(kind_weights)
+        if abs(sum(kind_weights.values()) - 1.0) > 1e-9:
+            raise ValueError(f"kind_weights must sum to 1 (normalised_kind_weights makes them so), got {kind_weights}")
     for _ in range(1000):
         scene = _random_scene(rng, kind, background_probability, kind_weights)
         if held_out(scene) == (split == "eval"):
@@ -51,13 +55,18 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
 def normalised_kind_weights(weights: dict[str, float]) -> dict[str, float]:
     """``weights`` for all three kinds, normalised to sum 1; unknown kinds and negative or all-zero
     weights are refused by name."""
+    _check_kind_weights(weights)
+    total = float(sum(weights.values()))
+    return {k: float(weights.get(k, 0.0)) / total for k in KIND_WEIGHTS}
+
+
+def _check_kind_weights(weights: dict[str, float]) -> None:
+    # an unknown kind would otherwise be drawn and silently become a pair scene
     unknown = sorted(set(weights) - set(KIND_WEIGHTS))
     if unknown:
         raise ValueError(f"unknown scene kind(s) {', '.join(unknown)}; known: {', '.join(KIND_WEIGHTS)}")
     if any(not w >= 0 for w in weights.values()) or not sum(weights.values()) > 0:
         raise ValueError(f"scene kind weights must be >= 0 and not all 0, got {weights}")
-    total = float(sum(weights.values()))
-    return {k: float(weights.get(k, 0.0)) / total for k in KIND_WEIGHTS}
 
 
 def _random_scene(rng: np.random.Generator, kind: str | None, background_probability: float,
