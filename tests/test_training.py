@@ -16,7 +16,8 @@ from stable_diffusion_chinese.text.bert import BertTextEncoder
 from stable_diffusion_chinese.tokenizers.bert import BertTokenizer
 from stable_diffusion_chinese.training import FolderData, SceneData, TrainConfig, Trainer
 from stable_diffusion_chinese.scenes.sampling import KIND_WEIGHTS, sample_scene
-from stable_diffusion_chinese.training.noise import NoiseSchedule
+from stable_diffusion_chinese.scenes.world import SceneObject
+from stable_diffusion_chinese.training.noise import NoiseSchedule, training_noise
 from stable_diffusion_chinese.training.tasks import DiffusionTask, VAETask
 
 TINY_UNET = dict(sample_size=16, block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4,
@@ -99,6 +100,33 @@ def test_scene_data_draws_scene_kinds_as_weighted():
             sample_scene(np.random.default_rng(0), kind_weights=bad)
     with pytest.raises(ValueError, match="sum to 1"):
         sample_scene(np.random.default_rng(0), kind_weights={"single": 1, "pair": 1})
+
+
+def test_twin_pairs_follow_each_pair_swapped_and_keep_the_share_of_pair_slots():
+    from stable_diffusion_chinese.scenes.sampling import held_out, swapped
+    from stable_diffusion_chinese.training.stages import DIFFUSION_KINDS, diffusion_data
+
+    data = diffusion_data(TrainConfig(batch_size=32, twin_pairs=True))
+    batches = [data.scenes(i)[0] for i in range(30)]
+    twins = 0
+    for scenes in batches:
+        assert len(scenes) == 32 and not any(held_out(s) for s in scenes)
+        i = 0
+        while i < len(scenes):
+            if scenes[i].kind == "pair" and i + 1 < len(scenes) and scenes[i + 1] == swapped(scenes[i]):
+                a, b = scenes[i].objects
+                assert scenes[i + 1].objects == (SceneObject(a.shape, a.colour, b.cell),
+                                                 SceneObject(b.shape, b.colour, a.cell))
+                twins, i = twins + 1, i + 2
+            else:
+                i += 1
+    slots = collections.Counter(s.kind for scenes in batches for s in scenes)
+    assert abs(slots["pair"] / sum(slots.values()) - DIFFUSION_KINDS["pair"]) < 0.05
+    assert twins > 0.8 * slots["pair"] / 2          # nearly every pair has its twin (held-out twins are skipped)
+    plain = diffusion_data(TrainConfig(batch_size=32))
+    assert plain.scenes(0)[0] == SceneData(32, seed=0, kinds=DIFFUSION_KINDS).scenes(0)[0]
+    with pytest.raises(ValueError, match="only a pair scene"):
+        swapped(batches[0][[s.kind for s in batches[0]].index("single")])
 
 
 def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):
@@ -297,6 +325,68 @@ def test_min_snr_loss_is_the_weighted_mean_of_per_sample_errors():
     assert c < a                            # weights are <= 1 and some timesteps of step 3 have SNR > 5
     with pytest.raises(ValueError, match="snr_gamma"):
         TrainConfig(snr_gamma=-1)
+
+
+def test_offset_noise_shifts_each_sample_and_channel_and_is_off_by_default():
+    shape = (64, 4, 16, 16)
+    plain = training_noise(np.random.default_rng(7), shape)
+    np.testing.assert_array_equal(plain, np.random.default_rng(7).standard_normal(shape).astype(np.float32))
+    offset = training_noise(np.random.default_rng(7), shape, offset=0.5)
+    shift = offset - plain                  # one value per sample and channel (up to float32 rounding)
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[..., :1, :1], shape), atol=1e-6)
+    # channel means of 16x16 standard noise spread 1/16; the offset adds 0.5 to that in quadrature
+    means = offset.mean(axis=(2, 3))
+    assert 0.4 < means.std() < 0.6 and abs(plain.mean(axis=(2, 3)).std() - 1 / 16) < 0.02
+    # the diffusion task draws the same noise: the offset changes its loss, and is refused when negative
+    a, b = tiny_task(batch_size=4), tiny_task(batch_size=4)
+    b.noise_offset = 0.5
+    assert fixed_loss(a, 3) != fixed_loss(b, 3)
+    with pytest.raises(ValueError, match="noise_offset"):
+        TrainConfig(noise_offset=-0.1)
+
+
+def test_constant_rate_can_end_with_a_linear_decay():
+    plain = TrainConfig(steps=1000, learning_rate=1e-3, warmup_steps=10)
+    wsd = TrainConfig(steps=1000, learning_rate=1e-3, warmup_steps=10, decay_steps=200, min_lr_ratio=0.1)
+    assert plain.learning_rate_at(999) == plain.learning_rate_at(20) == 1e-3 == wsd.learning_rate_at(800)
+    assert wsd.learning_rate_at(5) == plain.learning_rate_at(5) < 1e-3        # the warm-up is unchanged
+    np.testing.assert_allclose([wsd.learning_rate_at(s) for s in (900, 1000, 1100)], [5.5e-4, 1e-4, 1e-4])
+    rates = [wsd.learning_rate_at(s) for s in range(790, 1000)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    for bad, message in ((dict(decay_steps=-1), "decay_steps must be >= 0"),
+                         (dict(decay_steps=10, lr_schedule="cosine"), "'cosine' decays all along")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad)
+
+
+def test_binding_probe_tells_a_contextual_encoder_from_a_bag_of_words():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from probe_text_binding import binding
+    from stable_diffusion_chinese.training.models import init_like_bert
+
+    tokenizer = BertTokenizer(model_max_length=32)
+    paddle.seed(3)
+    encoder = BertTextEncoder.from_config({**TINY_BERT, "max_position_embeddings": 32})
+    init_like_bert(encoder)
+    # BERT's initial attention is nearly uniform and adds little to the residual, and a uniform average of
+    # (word + position) vectors is itself a bag of words: large query/key/output weights make each token
+    # take in the words around it, depending on where they sit
+    for layer in encoder.encoder.layer:
+        for projection in (layer.attention.self.query, layer.attention.self.key, layer.attention.output.dense):
+            paddle.assign(projection.weight * 50.0, projection.weight)
+    encoder.eval()
+
+    def tokenize(text):
+        return list(tokenizer([text], max_length=32, padding="max_length", truncation=True)["input_ids"][0])
+
+    def encode(ids):
+        with paddle.no_grad():
+            return encoder.encode([ids], None).numpy()[0]
+    contextual = binding(encode, tokenize)
+    for layer in encoder.encoder.layer:           # no attention output: every token sees only itself
+        paddle.assign(paddle.zeros_like(layer.attention.output.dense.weight), layer.attention.output.dense.weight)
+        paddle.assign(paddle.zeros_like(layer.attention.output.dense.bias), layer.attention.output.dense.bias)
+    assert binding(encode, tokenize) < 1e-6 < 1e-4 < contextual
 
 
 def test_training_script_names_a_missing_vae_or_bad_option_in_one_line(tmp_path):

@@ -10,6 +10,8 @@ in training; only these particular combinations are new at evaluation time.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .world import (COLOURS, GRID, MIN_BACKGROUND_CONTRAST, PALETTE, SHAPES, STYLES, Scene, SceneObject,
@@ -50,6 +52,15 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
         if held_out(scene) == (split == "eval"):
             return scene
     raise RuntimeError("could not draw a scene for this split")  # pragma: no cover - probability ~0
+
+
+def swapped(scene: Scene) -> Scene:
+    """A pair scene with its two objects' cells exchanged: the same words in its captions, bound the
+    other way round ("left red circle, right blue triangle" <-> "left blue triangle, right red circle")."""
+    if scene.kind != "pair":
+        raise ValueError(f"only a pair scene can be swapped, not a {scene.kind!r} one")
+    a, b = scene.objects
+    return dataclasses.replace(scene, objects=(dataclasses.replace(a, cell=b.cell), dataclasses.replace(b, cell=a.cell)))
 
 
 def normalised_kind_weights(weights: dict[str, float]) -> dict[str, float]:

@@ -15,6 +15,8 @@ class TrainConfig:
     warmup_steps: int = 200           # linear warm-up, then the schedule
     lr_schedule: str = "constant"     # or "cosine": down to min_lr_ratio * learning_rate at ``steps``
     min_lr_ratio: float = 0.1
+    decay_steps: int = 0              # constant schedule: the last decay_steps before ``steps`` go linearly down to
+                                      # min_lr_ratio * learning_rate (warmup-stable-decay, Hu et al. 2024, MiniCPM)
     weight_decay: float = 0.01        # AdamW, on weight matrices/kernels only (not biases, norms)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -29,6 +31,8 @@ class TrainConfig:
     latent_reuse: int = 1             # each rendered + VAE-encoded batch serves this many steps (new noise, t, captions)
     train_text_encoder: bool = True
     snr_gamma: float = 0.0            # Min-SNR-gamma loss weighting (5 in the paper); 0 = plain MSE
+    noise_offset: float = 0.0         # offset noise: per-sample-and-channel shift of the noise (noise.training_noise)
+    twin_pairs: bool = False          # scene data: each pair scene comes with its swapped twin (data.SceneData)
     # VAE stage
     kl_weight: float = 1e-5           # times the per-sample KL sum, divided by the pixels per sample (LDM uses 1e-6)
 
@@ -38,20 +42,30 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        if self.decay_steps < 0:
+            raise ValueError(f"decay_steps must be >= 0 (0: no final decay), got {self.decay_steps}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.decay_steps and self.lr_schedule != "constant":
+            raise ValueError("decay_steps is the final decay of the 'constant' schedule; 'cosine' decays all along")
         if self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be >= 0 (0 disables Min-SNR weighting), got {self.snr_gamma}")
+        if self.noise_offset < 0:
+            raise ValueError(f"noise_offset must be >= 0 (0 disables offset noise), got {self.noise_offset}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
     def learning_rate_at(self, step: int) -> float:
         if self.warmup_steps > 0 and step < self.warmup_steps:
             return self.learning_rate * (step + 1) / self.warmup_steps
-        if self.lr_schedule == "constant":
-            return self.learning_rate
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
         low = self.learning_rate * self.min_lr_ratio
+        if self.lr_schedule == "constant":
+            # a constant rate can be resumed with a larger ``steps``; the final decay anneals whatever run ends
+            remaining = self.steps - step
+            if self.decay_steps == 0 or remaining >= self.decay_steps:
+                return self.learning_rate
+            return low + (self.learning_rate - low) * max(0.0, remaining) / self.decay_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
         return low + (self.learning_rate - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def save(self, path: str | Path) -> None:

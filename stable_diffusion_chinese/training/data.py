@@ -15,7 +15,8 @@ from PIL import Image
 
 from ..scenes.captions import caption
 from ..scenes.render import render
-from ..scenes.sampling import BACKGROUND_PROBABILITY, KIND_WEIGHTS, normalised_kind_weights, sample_scene
+from ..scenes.sampling import (BACKGROUND_PROBABILITY, KIND_WEIGHTS, held_out, normalised_kind_weights, sample_scene,
+                               swapped)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -27,20 +28,34 @@ def to_model_images(pixels: list[np.ndarray]) -> np.ndarray:
 
 class SceneData:
     def __init__(self, batch_size: int, seed: int = 0, split: str = "train",
-                 background_probability: float = BACKGROUND_PROBABILITY, kinds: dict[str, float] | None = None):
-        """``kinds``: how often single / count / pair scenes are drawn (default ``scenes.sampling.KIND_WEIGHTS``)."""
+                 background_probability: float = BACKGROUND_PROBABILITY, kinds: dict[str, float] | None = None,
+                 twin_pairs: bool = False):
+        """``kinds``: how often single / count / pair scenes are drawn (default ``scenes.sampling.KIND_WEIGHTS``).
+
+        ``twin_pairs``: each pair scene is followed in its batch by its twin with the two objects' cells
+        swapped (``sampling.swapped``; skipped when it is held out or the batch is full). The two captions
+        hold the same words and differ only in which position goes with which object, so a text encoder
+        that reads captions as bags of words cannot fit both: the step's gradient is about binding. A
+        twinned pair fills two slots, so halving the pair weight keeps the share of pair slots."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.seed, self.split = int(batch_size), int(seed), split
         self.background_probability = float(background_probability)
         self.kinds = KIND_WEIGHTS if kinds is None else normalised_kind_weights(kinds)
+        self.twin_pairs = bool(twin_pairs)
 
     def scenes(self, index: int) -> tuple[list, list[int]]:
         """The scenes of batch ``index`` and their render seeds."""
         rng = np.random.default_rng([self.seed, int(index)])
-        scenes = [sample_scene(rng, self.split, background_probability=self.background_probability,
-                               kind_weights=self.kinds)
-                  for _ in range(self.batch_size)]
+        scenes = []
+        while len(scenes) < self.batch_size:
+            scene = sample_scene(rng, self.split, background_probability=self.background_probability,
+                                 kind_weights=self.kinds)
+            scenes.append(scene)
+            if self.twin_pairs and scene.kind == "pair" and len(scenes) < self.batch_size:
+                twin = swapped(scene)
+                if held_out(twin) == (self.split == "eval"):
+                    scenes.append(twin)
         return scenes, [int(s) for s in rng.integers(2 ** 31, size=self.batch_size)]
 
     def batch(self, index: int) -> tuple[np.ndarray, list[str]]:

@@ -14,6 +14,22 @@ from ..schedulers.schedule import alphas_cumprod_from_betas, make_betas
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
+def training_noise(rng: np.random.Generator, shape, offset: float = 0.0) -> np.ndarray:
+    """The noise a training step adds: standard normal, plus ``offset`` times one more normal value per
+    sample and channel, shared by all pixels ("offset noise", N. Guttenberg 2023, "Diffusion with Offset
+    Noise"; diffusers' ``train_text_to_image --noise_offset``, which suggests 0.1).
+
+    Why: SD's schedule ends at alpha_T = 0.0047, not 0, so the channel means of x_T still carry the
+    image's mean colour, and a model learns to read its background from them. At sampling time x_T is
+    pure noise, so its random channel means pick the background (docs/embedded_model.md measures it).
+    With the extra per-channel shift in training those means stop being evidence and the prompt decides.
+    ``offset`` 0 draws nothing extra, so the stream of random numbers is the one of runs without it."""
+    noise = rng.standard_normal(shape).astype(np.float32)
+    if offset > 0:
+        noise += np.float32(offset) * rng.standard_normal((*shape[:2], 1, 1)).astype(np.float32)
+    return noise
+
+
 class NoiseSchedule:
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
                  beta_schedule: str = "scaled_linear", prediction_type: str = "epsilon"):

@@ -27,7 +27,8 @@ VAE_CROP = 64
 VAE_DEFAULTS = dict(steps=3000, batch_size=8, learning_rate=5e-4, warmup_steps=100, ema_decay=0.99, lr_schedule="cosine",
                     checkpoint_every=100, log_every=10)
 DIFFUSION_DEFAULTS = dict(steps=200_000, batch_size=32, learning_rate=5e-4, warmup_steps=200, ema_decay=0.999,
-                          checkpoint_every=100, log_every=10, latent_reuse=4, snr_gamma=5.0)
+                          checkpoint_every=100, log_every=10, latent_reuse=4, snr_gamma=5.0, noise_offset=0.1,
+                          twin_pairs=True)
 SCALING_BATCHES = 8
 VAE_DECODER_DEFAULTS = dict(steps=1500, batch_size=8, learning_rate=2e-4, warmup_steps=50, ema_decay=0.99,
                             lr_schedule="cosine", checkpoint_every=100, log_every=10)
@@ -37,8 +38,14 @@ DECODER_BACKGROUND_PROBABILITY = 0.5
 # two-object scenes are the ones the model gets wrong (step 3700, 200 held-out prompts: single scenes
 # 74-86 % right per attribute, pairs 9 % both shapes and 3 % both objects; counts 34 % right numbers), and a
 # pair or count scene teaches single objects too, so the diffusion stage draws them more often than the
-# sampler's defaults (0.45 / 0.25 / 0.30). Run 3 (docs/embedded_model.md) uses them from step 3800.
+# sampler's defaults (0.45 / 0.25 / 0.30). Run 3 (docs/embedded_model.md) uses them from step 3800. These are
+# shares of a batch's slots; with twin_pairs a drawn pair fills two (diffusion_data).
 DIFFUSION_KINDS = {"single": 0.25, "count": 0.30, "pair": 0.45}
+# From the sixth session on (docs/embedded_model.md, run 3's history):
+# noise_offset 0.1 (diffusers' suggested value): with SD's schedule the step-6600 model took its background from
+#   x_T's channel means, not from the prompt (training/noise.py training_noise);
+# twin_pairs: its text encoder read captions as bags of words (a pair caption's tokens encoded the same whether
+#   the red circle was on the left or the right), so pairs bound colours and shapes to the wrong place.
 
 
 def train_vae(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> Path:
@@ -124,10 +131,19 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
                               for name in ("unet", "text_encoder"))
     schedule = NoiseSchedule.from_scheduler_config(read_json(EMBEDDED_DIR / "scheduler" / "scheduler_config.json"))
     task = DiffusionTask(unet, text_encoder, vae, load_tokenizer(EMBEDDED_DIR), schedule,
-                         SceneData(config.batch_size, config.seed, kinds=DIFFUSION_KINDS), seed=config.seed,
+                         diffusion_data(config), seed=config.seed,
                          caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
-                         train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma)
+                         train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma,
+                         noise_offset=config.noise_offset)
     return Trainer(task, config, run_dir / "diffusion")
+
+
+def diffusion_data(config: TrainConfig) -> SceneData:
+    """Scenes for the diffusion stage, drawn so that pairs fill DIFFUSION_KINDS["pair"] of the slots."""
+    kinds = dict(DIFFUSION_KINDS)
+    if config.twin_pairs:
+        kinds["pair"] /= 2      # each drawn pair brings its twin
+    return SceneData(config.batch_size, config.seed, kinds=kinds, twin_pairs=config.twin_pairs)
 
 
 def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None = None, progress: bool = True,
@@ -184,7 +200,8 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
                          NoiseSchedule.from_scheduler_config(scheduler_config),
                          FolderData(data_dir, config.batch_size, resolution, config.seed), seed=config.seed,
                          caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
-                         train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma)
+                         train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma,
+                         noise_offset=config.noise_offset)
     trainer = Trainer(task, config, run_dir)
     trainer.resume()
     trainer.run(progress=progress)

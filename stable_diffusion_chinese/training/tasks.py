@@ -13,7 +13,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from ..models.vae import to_diffusion_latents
-from .noise import NoiseSchedule
+from .noise import NoiseSchedule, training_noise
 
 # ``purpose`` numbers that keep the per-step random streams apart
 _VAE_NOISE, _DIFFUSION_STEP, _POSTERIOR = 1, 2, 3
@@ -101,12 +101,13 @@ class DiffusionTask:
 
     def __init__(self, unet: nn.Layer, text_encoder: nn.Layer, vae: nn.Layer, tokenizer, schedule: NoiseSchedule,
                  data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
-                 train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0):
+                 train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0,
+                 noise_offset: float = 0.0):
         self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
         self.schedule, self.data, self.seed = schedule, data, int(seed)
         self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
         self.train_text_encoder = bool(train_text_encoder)
-        self.snr_gamma = float(snr_gamma)
+        self.snr_gamma, self.noise_offset = float(snr_gamma), float(noise_offset)
         self.max_length = int(max_length or tokenizer.model_max_length)
         self.vae.eval()
         for p in self.vae.parameters():
@@ -148,7 +149,7 @@ class DiffusionTask:
         batch = latents.shape[0]
         captions = ["" if drop else text for text, drop in zip(captions, rng.random(batch) < self.caption_dropout)]
         timesteps = rng.integers(0, self.schedule.num_train_timesteps, batch)
-        noise = paddle.to_tensor(rng.standard_normal(latents.shape).astype(np.float32))
+        noise = paddle.to_tensor(training_noise(rng, latents.shape, self.noise_offset))
         noisy = self.schedule.add_noise(latents, noise, timesteps)
         context = self.encode_text(captions)
         prediction = self.unet(noisy, paddle.to_tensor(timesteps.astype(np.float32)), context)
