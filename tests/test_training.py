@@ -16,7 +16,7 @@ from stable_diffusion_chinese.text.bert import BertTextEncoder
 from stable_diffusion_chinese.tokenizers.bert import BertTokenizer
 from stable_diffusion_chinese.training import FolderData, SceneData, TrainConfig, Trainer
 from stable_diffusion_chinese.scenes.sampling import KIND_WEIGHTS, sample_scene
-from stable_diffusion_chinese.scenes.world import SceneObject
+from stable_diffusion_chinese.scenes.world import Scene, SceneObject
 from stable_diffusion_chinese.training.noise import NoiseSchedule, training_noise
 from stable_diffusion_chinese.training.tasks import DiffusionTask, VAETask
 
@@ -102,31 +102,37 @@ def test_scene_data_draws_scene_kinds_as_weighted():
         sample_scene(np.random.default_rng(0), kind_weights={"single": 1, "pair": 1})
 
 
-def test_twin_pairs_follow_each_pair_swapped_and_keep_the_share_of_pair_slots():
-    from stable_diffusion_chinese.scenes.sampling import held_out, swapped
+def test_twins_follow_their_scene_bound_the_other_way_round():
+    from stable_diffusion_chinese.scenes.sampling import held_out, twin
     from stable_diffusion_chinese.training.stages import DIFFUSION_KINDS, diffusion_data
 
-    data = diffusion_data(TrainConfig(batch_size=32, twin_pairs=True))
+    data = diffusion_data(TrainConfig(batch_size=32, twins=True))
     batches = [data.scenes(i)[0] for i in range(30)]
-    twins = 0
+    twinned = collections.Counter()
     for scenes in batches:
         assert len(scenes) == 32 and not any(held_out(s) for s in scenes)
         i = 0
         while i < len(scenes):
-            if scenes[i].kind == "pair" and i + 1 < len(scenes) and scenes[i + 1] == swapped(scenes[i]):
-                a, b = scenes[i].objects
-                assert scenes[i + 1].objects == (SceneObject(a.shape, a.colour, b.cell),
-                                                 SceneObject(b.shape, b.colour, a.cell))
-                twins, i = twins + 1, i + 2
+            if i + 1 < len(scenes) and twin(scenes[i]) == scenes[i + 1]:
+                twinned[scenes[i].kind if scenes[i].kind == "pair" else "background"] += 1
+                i += 2
             else:
                 i += 1
     slots = collections.Counter(s.kind for scenes in batches for s in scenes)
-    assert abs(slots["pair"] / sum(slots.values()) - DIFFUSION_KINDS["pair"]) < 0.05
-    assert twins > 0.8 * slots["pair"] / 2          # nearly every pair has its twin (held-out twins are skipped)
+    # pairs are drawn half as often and each brings its twin; background scenes bring theirs too, so pairs
+    # fill a little less than DIFFUSION_KINDS["pair"] of the slots
+    assert DIFFUSION_KINDS["pair"] - 0.07 < slots["pair"] / sum(slots.values()) < DIFFUSION_KINDS["pair"] + 0.01
+    assert twinned["pair"] > 0.8 * slots["pair"] / 2 and twinned["background"] > 20
     plain = diffusion_data(TrainConfig(batch_size=32))
     assert plain.scenes(0)[0] == SceneData(32, seed=0, kinds=DIFFUSION_KINDS).scenes(0)[0]
-    with pytest.raises(ValueError, match="only a pair scene"):
-        swapped(batches[0][[s.kind for s in batches[0]].index("single")])
+
+    a, b = SceneObject("circle", "red", 3), SceneObject("triangle", "blue", 5)
+    assert twin(Scene((a, b), "pair")) == Scene((SceneObject("circle", "red", 5), SceneObject("triangle", "blue", 3)),
+                                                "pair")
+    yellow = Scene((SceneObject("circle", "yellow", 4),), "single", background="blue")
+    assert twin(yellow) == Scene((SceneObject("circle", "blue", 4),), "single", background="yellow")
+    assert twin(Scene((a,), "single")) is None                                  # nothing to bind the other way
+    assert twin(Scene((SceneObject("star", "black", 0),), "single", background="yellow", style="cartoon")) is None
 
 
 def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):

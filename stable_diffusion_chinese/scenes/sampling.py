@@ -54,13 +54,24 @@ def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | Non
     raise RuntimeError("could not draw a scene for this split")  # pragma: no cover - probability ~0
 
 
-def swapped(scene: Scene) -> Scene:
-    """A pair scene with its two objects' cells exchanged: the same words in its captions, bound the
-    other way round ("left red circle, right blue triangle" <-> "left blue triangle, right red circle")."""
-    if scene.kind != "pair":
-        raise ValueError(f"only a pair scene can be swapped, not a {scene.kind!r} one")
-    a, b = scene.objects
-    return dataclasses.replace(scene, objects=(dataclasses.replace(a, cell=b.cell), dataclasses.replace(b, cell=a.cell)))
+def twin(scene: Scene) -> Scene | None:
+    """The scene whose captions hold the same words bound the other way round, or None if it has none:
+    a pair with its two objects' cells exchanged ("left red circle, right blue triangle" <-> "left blue
+    triangle, right red circle"); a single or count scene on a named background with the objects' colour
+    and the background's exchanged ("blue background, yellow circle" <-> "yellow background, blue circle")
+    when that is a valid scene (not a black background under a cartoon's black outline)."""
+    if scene.kind == "pair":
+        a, b = scene.objects
+        return dataclasses.replace(scene, objects=(dataclasses.replace(a, cell=b.cell),
+                                                   dataclasses.replace(b, cell=a.cell)))
+    if scene.background is None:
+        return None
+    colour = scene.objects[0].colour
+    try:
+        return dataclasses.replace(scene, background=colour,
+                                   objects=tuple(dataclasses.replace(o, colour=scene.background) for o in scene.objects))
+    except ValueError:
+        return None
 
 
 def normalised_kind_weights(weights: dict[str, float]) -> dict[str, float]:

@@ -32,7 +32,7 @@ class TrainConfig:
     train_text_encoder: bool = True
     snr_gamma: float = 0.0            # Min-SNR-gamma loss weighting (5 in the paper); 0 = plain MSE
     noise_offset: float = 0.0         # offset noise: per-sample-and-channel shift of the noise (noise.training_noise)
-    twin_pairs: bool = False          # scene data: each pair scene comes with its swapped twin (data.SceneData)
+    twins: bool = False               # scene data: each scene comes with its twin, bound the other way (data.SceneData)
     # VAE stage
     kl_weight: float = 1e-5           # times the per-sample KL sum, divided by the pixels per sample (LDM uses 1e-6)
 

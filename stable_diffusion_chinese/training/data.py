@@ -15,8 +15,7 @@ from PIL import Image
 
 from ..scenes.captions import caption
 from ..scenes.render import render
-from ..scenes.sampling import (BACKGROUND_PROBABILITY, KIND_WEIGHTS, held_out, normalised_kind_weights, sample_scene,
-                               swapped)
+from ..scenes.sampling import BACKGROUND_PROBABILITY, KIND_WEIGHTS, held_out, normalised_kind_weights, sample_scene, twin
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -29,20 +28,20 @@ def to_model_images(pixels: list[np.ndarray]) -> np.ndarray:
 class SceneData:
     def __init__(self, batch_size: int, seed: int = 0, split: str = "train",
                  background_probability: float = BACKGROUND_PROBABILITY, kinds: dict[str, float] | None = None,
-                 twin_pairs: bool = False):
+                 twins: bool = False):
         """``kinds``: how often single / count / pair scenes are drawn (default ``scenes.sampling.KIND_WEIGHTS``).
 
-        ``twin_pairs``: each pair scene is followed in its batch by its twin with the two objects' cells
-        swapped (``sampling.swapped``; skipped when it is held out or the batch is full). The two captions
-        hold the same words and differ only in which position goes with which object, so a text encoder
-        that reads captions as bags of words cannot fit both: the step's gradient is about binding. A
-        twinned pair fills two slots, so halving the pair weight keeps the share of pair slots."""
+        ``twins``: each scene that has a twin (``sampling.twin``: a pair with its objects' cells swapped, an
+        object on a named background with the two colours exchanged) is followed in its batch by it, unless
+        the twin is held out or the batch is full. The two captions hold the same words and differ only in
+        which word goes with which, so a text encoder that reads captions as bags of words cannot fit both:
+        the step's gradient is about binding. A twinned scene fills two slots."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.seed, self.split = int(batch_size), int(seed), split
         self.background_probability = float(background_probability)
         self.kinds = KIND_WEIGHTS if kinds is None else normalised_kind_weights(kinds)
-        self.twin_pairs = bool(twin_pairs)
+        self.twins = bool(twins)
 
     def scenes(self, index: int) -> tuple[list, list[int]]:
         """The scenes of batch ``index`` and their render seeds."""
@@ -52,10 +51,9 @@ class SceneData:
             scene = sample_scene(rng, self.split, background_probability=self.background_probability,
                                  kind_weights=self.kinds)
             scenes.append(scene)
-            if self.twin_pairs and scene.kind == "pair" and len(scenes) < self.batch_size:
-                twin = swapped(scene)
-                if held_out(twin) == (self.split == "eval"):
-                    scenes.append(twin)
+            other = twin(scene) if self.twins and len(scenes) < self.batch_size else None
+            if other is not None and held_out(other) == (self.split == "eval"):
+                scenes.append(other)
         return scenes, [int(s) for s in rng.integers(2 ** 31, size=self.batch_size)]
 
     def batch(self, index: int) -> tuple[np.ndarray, list[str]]:

@@ -28,7 +28,7 @@ VAE_DEFAULTS = dict(steps=3000, batch_size=8, learning_rate=5e-4, warmup_steps=1
                     checkpoint_every=100, log_every=10)
 DIFFUSION_DEFAULTS = dict(steps=200_000, batch_size=32, learning_rate=5e-4, warmup_steps=200, ema_decay=0.999,
                           checkpoint_every=100, log_every=10, latent_reuse=4, snr_gamma=5.0, noise_offset=0.1,
-                          twin_pairs=True)
+                          twins=True)
 SCALING_BATCHES = 8
 VAE_DECODER_DEFAULTS = dict(steps=1500, batch_size=8, learning_rate=2e-4, warmup_steps=50, ema_decay=0.99,
                             lr_schedule="cosine", checkpoint_every=100, log_every=10)
@@ -39,13 +39,14 @@ DECODER_BACKGROUND_PROBABILITY = 0.5
 # 74-86 % right per attribute, pairs 9 % both shapes and 3 % both objects; counts 34 % right numbers), and a
 # pair or count scene teaches single objects too, so the diffusion stage draws them more often than the
 # sampler's defaults (0.45 / 0.25 / 0.30). Run 3 (docs/embedded_model.md) uses them from step 3800. These are
-# shares of a batch's slots; with twin_pairs a drawn pair fills two (diffusion_data).
+# shares of a batch's slots; with twins a drawn pair fills two (diffusion_data).
 DIFFUSION_KINDS = {"single": 0.25, "count": 0.30, "pair": 0.45}
 # From the sixth session on (docs/embedded_model.md, run 3's history):
 # noise_offset 0.1 (diffusers' suggested value): with SD's schedule the step-6600 model took its background from
 #   x_T's channel means, not from the prompt (training/noise.py training_noise);
-# twin_pairs: its text encoder read captions as bags of words (a pair caption's tokens encoded the same whether
-#   the red circle was on the left or the right), so pairs bound colours and shapes to the wrong place.
+# twins: its text encoder read captions as bags of words (a pair caption's tokens encoded the same whether the
+#   red circle was on the left or the right), so pairs bound colours and shapes to the wrong place, and
+#   "blue background, yellow circle" often drew a blue circle on yellow.
 
 
 def train_vae(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> Path:
@@ -139,11 +140,13 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
 
 
 def diffusion_data(config: TrainConfig) -> SceneData:
-    """Scenes for the diffusion stage, drawn so that pairs fill DIFFUSION_KINDS["pair"] of the slots."""
+    """Scenes for the diffusion stage, drawn so that each kind fills about DIFFUSION_KINDS of the slots."""
     kinds = dict(DIFFUSION_KINDS)
-    if config.twin_pairs:
-        kinds["pair"] /= 2      # each drawn pair brings its twin
-    return SceneData(config.batch_size, config.seed, kinds=kinds, twin_pairs=config.twin_pairs)
+    if config.twins:
+        # every drawn pair brings its twin; a single or count scene does when it names a background
+        # (~1 in 6 of them: sampling.BACKGROUND_PROBABILITY of the scenes not in ink)
+        kinds["pair"] /= 2
+    return SceneData(config.batch_size, config.seed, kinds=kinds, twins=config.twins)
 
 
 def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None = None, progress: bool = True,
