@@ -3,6 +3,7 @@
   python scripts/train_embedded.py all        --run-dir /work/embedded_run   (vae, then diffusion)
   python scripts/train_embedded.py vae        --run-dir /work/embedded_run
   python scripts/train_embedded.py vae-decoder --run-dir /work/embedded_run [--init-from <VAE folder>]
+  python scripts/train_embedded.py text-reading --run-dir /work/embedded_run [--init-from <pipeline folder>]
   python scripts/train_embedded.py diffusion  --run-dir /work/embedded_run [--steps N] [--init-from <pipeline folder>]
   python scripts/train_embedded.py export     --run-dir /work/embedded_run --out stable_diffusion_chinese/assets/embedded
   python scripts/train_embedded.py finetune   --model <pipeline folder> --data <images + metadata.jsonl> --run-dir <dir>
@@ -22,7 +23,8 @@ from stable_diffusion_chinese.training.config import TrainConfig
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["all", "vae", "vae-decoder", "diffusion", "export", "finetune"])
+    parser.add_argument("stage", choices=["all", "vae", "vae-decoder", "text-reading", "diffusion", "export",
+                                          "finetune"])
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--out", type=Path, help="export: the pipeline folder to write")
     parser.add_argument("--model", type=Path, help="finetune: the pipeline folder to start from")
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
                             type(field.default), default=None)
     args = parser.parse_args(argv)
     defaults = {"vae": stages.VAE_DEFAULTS, "vae-decoder": stages.VAE_DECODER_DEFAULTS,
+                "text-reading": stages.READING_DEFAULTS,
                 "finetune": dict(steps=1000, batch_size=4, learning_rate=1e-5, warmup_steps=0, ema_decay=0.999)
                 }.get(args.stage, stages.DIFFUSION_DEFAULTS)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -62,6 +65,9 @@ def _run_stage(args, config: TrainConfig) -> int:
     elif args.stage == "vae-decoder":
         print("VAE with the fine-tuned decoder written to",
               stages.train_vae_decoder(args.run_dir, config, args.init_from, progress))
+    elif args.stage == "text-reading":
+        print("text encoder that reads scenes written to",
+              stages.train_text_reading(args.run_dir, config, args.init_from, progress))
     elif args.stage == "diffusion":
         print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress,
                                                                      init_from=args.init_from))

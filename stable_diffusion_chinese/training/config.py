@@ -33,6 +33,9 @@ class TrainConfig:
     snr_gamma: float = 0.0            # Min-SNR-gamma loss weighting (5 in the paper); 0 = plain MSE
     noise_offset: float = 0.0         # offset noise: per-sample-and-channel shift of the noise (noise.training_noise)
     twins: bool = False               # scene data: each scene comes with its twin, bound the other way (data.SceneData)
+    reading_weight: float = 0.0       # + this x the scene-reading loss on the text encodings (training/scene_reader.py)
+    # text-reading stage
+    anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
     # VAE stage
     kl_weight: float = 1e-5           # times the per-sample KL sum, divided by the pixels per sample (LDM uses 1e-6)
 
@@ -50,6 +53,9 @@ class TrainConfig:
             raise ValueError("decay_steps is the final decay of the 'constant' schedule; 'cosine' decays all along")
         if self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be >= 0 (0 disables Min-SNR weighting), got {self.snr_gamma}")
+        for name in ("reading_weight", "anchor_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}")
         if self.noise_offset < 0:
             raise ValueError(f"noise_offset must be >= 0 (0 disables offset noise), got {self.noise_offset}")
         if self.learning_rate <= 0:

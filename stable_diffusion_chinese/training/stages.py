@@ -5,6 +5,8 @@ Run folder layout (``run_dir``):
   vae_model/      the trained VAE (EMA weights, scaling_factor measured) used by the next stage
   vae_decoder/    ``vae-decoder``: decoder fine-tuning checkpoints (the encoder frozen)
   vae_decoder_model/  that VAE: vae_model's encoder and latent statistics, the fine-tuned decoder
+  reading/        ``text-reading``: text encoder + scene reader checkpoints, loss_log.jsonl
+  reading_model/  that stage's result: its ``--init-from`` pipeline with the new text encoder, plus ``scene_reader/``
   diffusion/      UNet + text-encoder checkpoints, loss_log.jsonl
   pipeline/       ``export``: a complete, loadable pipeline folder (fp16 weights)
 """
@@ -18,9 +20,10 @@ import paddle
 from ..models.vae import AutoencoderKL
 from .config import TrainConfig
 from .data import FolderData, SceneData
-from .models import EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, load_tokenizer, read_json, save_network
+from .models import CONFIG_EXTRAS, EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, load_tokenizer, read_json, save_network
 from .noise import NoiseSchedule
-from .tasks import DECODER_PARTS, DiffusionTask, VAETask
+from .scene_reader import SceneReader
+from .tasks import DECODER_PARTS, DiffusionTask, TextReadingTask, VAETask
 from .trainer import Trainer
 
 VAE_CROP = 64
@@ -30,6 +33,10 @@ DIFFUSION_DEFAULTS = dict(steps=200_000, batch_size=32, learning_rate=5e-4, warm
                           checkpoint_every=100, log_every=10, latent_reuse=4, snr_gamma=5.0, noise_offset=0.1,
                           twins=True)
 SCALING_BATCHES = 8
+# the text-reading stage (training/scene_reader.py): captions only, no images, so big batches are cheap
+READING_DEFAULTS = dict(steps=1200, batch_size=128, learning_rate=1e-3, warmup_steps=50, ema_decay=0.99,
+                        checkpoint_every=100, log_every=10, twins=True, anchor_weight=3.0)
+READER_FILE = "scene_reader/model.pdparams"
 VAE_DECODER_DEFAULTS = dict(steps=1500, batch_size=8, learning_rate=2e-4, warmup_steps=50, ema_decay=0.99,
                             lr_schedule="cosine", checkpoint_every=100, log_every=10)
 # objects on a named background are what the first VAE drew worst (blobs instead of shapes: 17 of the 21
@@ -130,13 +137,69 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
     else:
         unet, text_encoder = (NETWORKS[name].from_pretrained(Path(init_from) / name)
                               for name in ("unet", "text_encoder"))
+    reader = None
+    if config.reading_weight > 0:
+        reader = _scene_reader(text_encoder, config.seed, init_from)
     schedule = NoiseSchedule.from_scheduler_config(read_json(EMBEDDED_DIR / "scheduler" / "scheduler_config.json"))
     task = DiffusionTask(unet, text_encoder, vae, load_tokenizer(EMBEDDED_DIR), schedule,
                          diffusion_data(config), seed=config.seed,
                          caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
                          train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma,
-                         noise_offset=config.noise_offset)
+                         noise_offset=config.noise_offset, reader=reader, reading_weight=config.reading_weight)
     return Trainer(task, config, run_dir / "diffusion")
+
+
+def _scene_reader(text_encoder, seed: int, init_from: str | Path | None = None) -> SceneReader:
+    """A fresh reader, or ``init_from``'s (written by the text-reading stage) when it has one."""
+    paddle.seed(seed + 2)
+    reader = SceneReader(text_encoder.config.hidden_size)
+    weights = Path(init_from) / READER_FILE if init_from is not None else None
+    if weights is not None and weights.is_file():
+        reader.set_state_dict(paddle.load(str(weights)))
+    return reader
+
+
+def text_reading_trainer(run_dir: str | Path, config: TrainConfig, init_from: str | Path | None = None) -> Trainer:
+    """Train ``init_from``'s text encoder (default: the shipped one) to read captions back into scenes."""
+    source = Path(init_from) if init_from is not None else EMBEDDED_DIR
+    text_encoder, anchor = (NETWORKS["text_encoder"].from_pretrained(source / "text_encoder") for _ in range(2))
+    task = TextReadingTask(text_encoder, _scene_reader(text_encoder, config.seed), load_tokenizer(source),
+                           diffusion_data(config), anchor=anchor, anchor_weight=config.anchor_weight)
+    return Trainer(task, config, Path(run_dir) / "reading")
+
+
+def train_text_reading(run_dir: str | Path, config: TrainConfig, init_from: str | Path | None = None,
+                       progress: bool = True) -> Path:
+    """Run the stage, then write ``run_dir/reading_model``: a copy of the ``init_from`` pipeline whose text
+    encoder is the trained one (EMA, float32), with the reader in ``scene_reader/``: the diffusion stage's
+    ``--init-from`` for ``--reading-weight``."""
+    import shutil
+
+    trainer = text_reading_trainer(run_dir, config, init_from)
+    trainer.resume()
+    trainer.run(progress=progress)
+    out = Path(run_dir) / "reading_model"
+    shutil.copytree(Path(init_from) if init_from is not None else EMBEDDED_DIR, out, dirs_exist_ok=True)
+    trainer.ema.copy_to(trainer.layers)
+    save_network(trainer.task.text_encoder, out / "text_encoder", fp16=False, extra_config=CONFIG_EXTRAS["text_encoder"])
+    (out / READER_FILE).parent.mkdir(exist_ok=True)
+    paddle.save(trainer.task.reader.state_dict(), str(out / READER_FILE))
+    print("held-out captions read back:", reading_accuracy(trainer.task, config.seed))
+    return out
+
+
+def reading_accuracy(task: TextReadingTask, seed: int, batches: int = 4, batch_size: int = 128) -> dict[str, float]:
+    """Per-field accuracy of reading held-out captions (the evaluation frames and combinations) back into scenes."""
+    data = SceneData(batch_size, seed + 7, split="eval", kinds=DIFFUSION_KINDS)
+    held_out = TextReadingTask(task.text_encoder, task.reader, task.tokenizer, data)
+    task.text_encoder.eval(), task.reader.eval()
+    sums: dict[str, list[float]] = {}
+    with paddle.no_grad():
+        for index in range(batches):
+            held_out.loss(index)
+            for name, value in held_out.last_parts.items():
+                sums.setdefault(name, []).append(value)
+    return {name: round(float(np.mean(values)), 4) for name, values in sums.items()}
 
 
 def diffusion_data(config: TrainConfig) -> SceneData:

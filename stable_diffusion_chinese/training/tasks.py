@@ -102,13 +102,19 @@ class DiffusionTask:
     def __init__(self, unet: nn.Layer, text_encoder: nn.Layer, vae: nn.Layer, tokenizer, schedule: NoiseSchedule,
                  data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
                  train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0,
-                 noise_offset: float = 0.0):
+                 noise_offset: float = 0.0, reader: nn.Layer | None = None, reading_weight: float = 0.0):
+        """``reader`` (a ``scene_reader.SceneReader``) with ``reading_weight`` > 0 adds that times its scene-reading
+        loss on the captions' encodings (the ones not dropped), so the text encoder keeps binding words while the
+        UNet learns to use it; the data must then know its scenes (``SceneData``)."""
         self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
         self.schedule, self.data, self.seed = schedule, data, int(seed)
         self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
         self.train_text_encoder = bool(train_text_encoder)
         self.snr_gamma, self.noise_offset = float(snr_gamma), float(noise_offset)
         self.max_length = int(max_length or tokenizer.model_max_length)
+        self.reader, self.reading_weight = reader, float(reading_weight)
+        if self.reading_weight > 0 and (reader is None or not hasattr(data, "scenes")):
+            raise ValueError("reading_weight > 0 needs a scene reader and scene data that knows its scenes")
         self.vae.eval()
         for p in self.vae.parameters():
             p.stop_gradient = True
@@ -123,6 +129,8 @@ class DiffusionTask:
         layers = {"unet": self.unet}
         if self.train_text_encoder:
             layers["text_encoder"] = self.text_encoder
+        if self.reading_weight > 0:
+            layers["scene_reader"] = self.reader
         return layers
 
     def latents_and_captions(self, step: int) -> tuple[paddle.Tensor, list[str]]:
@@ -147,7 +155,8 @@ class DiffusionTask:
         latents, captions = self.latents_and_captions(step)
         rng = np.random.default_rng([self.seed, step, _DIFFUSION_STEP])
         batch = latents.shape[0]
-        captions = ["" if drop else text for text, drop in zip(captions, rng.random(batch) < self.caption_dropout)]
+        dropped = rng.random(batch) < self.caption_dropout
+        captions = ["" if drop else text for text, drop in zip(captions, dropped)]
         timesteps = rng.integers(0, self.schedule.num_train_timesteps, batch)
         noise = paddle.to_tensor(training_noise(rng, latents.shape, self.noise_offset))
         noisy = self.schedule.add_noise(latents, noise, timesteps)
@@ -155,14 +164,67 @@ class DiffusionTask:
         prediction = self.unet(noisy, paddle.to_tensor(timesteps.astype(np.float32)), context)
         target = self.schedule.target(latents, noise, timesteps)
         if self.snr_gamma <= 0:
-            return F.mse_loss(prediction, target)
-        per_sample = ((prediction - target) ** 2).mean(axis=[1, 2, 3])
-        weights = self.schedule.min_snr_weights(timesteps, self.snr_gamma).astype(np.float32)
-        return (per_sample * paddle.to_tensor(weights)).mean()
+            loss = F.mse_loss(prediction, target)
+        else:
+            per_sample = ((prediction - target) ** 2).mean(axis=[1, 2, 3])
+            weights = self.schedule.min_snr_weights(timesteps, self.snr_gamma).astype(np.float32)
+            loss = (per_sample * paddle.to_tensor(weights)).mean()
+        if self.reading_weight <= 0:
+            return loss
+        self.last_parts = {"denoising": float(loss)}
+        if dropped.all():   # no caption to read back
+            return loss
+        kept = np.nonzero(~dropped)[0]
+        scenes = self.data.scenes(step // self.latent_reuse)[0]
+        reading, accuracy = self.reader.loss(paddle.gather(context, paddle.to_tensor(kept)), [scenes[i] for i in kept])
+        self.last_parts.update({"reading": float(reading), **{f"read_{k}": v for k, v in accuracy.items()}})
+        return loss + self.reading_weight * reading
 
     def encode_text(self, captions: list[str]) -> paddle.Tensor:
-        tokens = self.tokenizer(captions, max_length=self.max_length, padding="max_length", truncation=True)
-        # the pipelines pass the mask only to encoders whose config says use_attention_mask (diffusers' rule)
-        wants_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
-        mask = tokens["attention_mask"] if wants_mask else None
-        return self.text_encoder.encode(tokens["input_ids"], mask)
+        return encode_captions(self.text_encoder, self.tokenizer, captions, self.max_length)
+
+
+def encode_captions(text_encoder: nn.Layer, tokenizer, captions: list[str], max_length: int) -> paddle.Tensor:
+    tokens = tokenizer(captions, max_length=max_length, padding="max_length", truncation=True)
+    # the pipelines pass the mask only to encoders whose config says use_attention_mask (diffusers' rule)
+    wants_mask = bool(getattr(text_encoder.config, "use_attention_mask", False))
+    mask = tokens["attention_mask"] if wants_mask else None
+    return text_encoder.encode(tokens["input_ids"], mask)
+
+
+class TextReadingTask:
+    """Train the text encoder (with a ``SceneReader``) to read captions back into their scenes.
+
+    ``anchor`` (a frozen copy of the encoder the UNet was trained with) adds ``anchor_weight`` times the
+    mean squared distance of the encodings to it, so the encodings gain what binding needs while staying
+    close enough to the old ones for the UNet to keep working from its first step on them."""
+
+    def __init__(self, text_encoder: nn.Layer, reader: nn.Layer, tokenizer, data, *, anchor: nn.Layer | None = None,
+                 anchor_weight: float = 0.0, max_length: int | None = None):
+        self.text_encoder, self.reader, self.tokenizer, self.data = text_encoder, reader, tokenizer, data
+        self.anchor, self.anchor_weight = anchor, float(anchor_weight)
+        if self.anchor_weight > 0 and anchor is None:
+            raise ValueError("anchor_weight > 0 needs the anchor encoder")
+        if anchor is not None:
+            anchor.eval()
+            for p in anchor.parameters():
+                p.stop_gradient = True
+        self.max_length = int(max_length or tokenizer.model_max_length)
+        self.last_parts: dict[str, float] = {}
+
+    @property
+    def trainable(self) -> dict[str, nn.Layer]:
+        return {"text_encoder": self.text_encoder, "scene_reader": self.reader}
+
+    def loss(self, step: int) -> paddle.Tensor:
+        scenes, captions = self.data.scenes(step)[0], self.data.captions(step, 0)
+        encoded = encode_captions(self.text_encoder, self.tokenizer, captions, self.max_length)
+        loss, accuracy = self.reader.loss(encoded, scenes)
+        self.last_parts = {"reading": float(loss), **{f"read_{k}": v for k, v in accuracy.items()}}
+        if self.anchor_weight > 0:
+            with paddle.no_grad():
+                old = encode_captions(self.anchor, self.tokenizer, captions, self.max_length)
+            drift = F.mse_loss(encoded, old)
+            self.last_parts["drift"] = float(drift)
+            loss = loss + self.anchor_weight * drift
+        return loss
