@@ -97,8 +97,11 @@ def hub_runs(workspace, tiny_model):
         }}, ensure_ascii=False))
     """))
     hub = hub_command()
+    # the images are compared bit for bit with this process's engine, so that run gets this process's thread
+    # count: with AVX-512 oneDNN splits a conv's reduction by thread (1 vs 2 threads: 6 of 24576 values off by 1)
+    same_threads_env = {**env, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     commands = {
-        "module": ([sys.executable, str(script), str(workspace / "module_images.npy")], env),
+        "module": ([sys.executable, str(script), str(workspace / "module_images.npy")], same_threads_env),
         "run": ([hub, "run", MODULE, "--text", "江上烟雨，一叶小舟", "--style", "水墨", "--seed", "0", "--steps", "2",
                  "--output_dir", str(out)], env),
         "help": ([hub, "run", MODULE, "--help"], env),

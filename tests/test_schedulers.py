@@ -183,6 +183,18 @@ def check_schedule(ours, ref) -> None:
     assert ours.order == ref.order
 
 
+def einsum_fuses_multiply_adds() -> bool:
+    """Whether torch's einsum over k (diffusers' UniPC sum_k rho_k D1_k) rounds once per multiply-add.
+
+    Its einsum runs as an MKL gemm; on CPUs with AVX-512 MKL computes r0 * D0 + r1 * D1 as one FMA after the
+    first product (measured: 1.2e-7 off the separately rounded sum); with MKL_ENABLE_INSTRUCTIONS=SSE4_2 it
+    rounds each product, and on the AVX2 machine these tests were written on the case was bit-identical.
+    Our sum is op by op (Paddle elementwise ops)."""
+    generator = torch.Generator().manual_seed(0)
+    d, r = torch.randn(2, 2, 4, 8, 8, generator=generator), torch.tensor([0.731, -0.2213])
+    return not torch.equal(torch.einsum("k,bkc...->bc...", r, d), r[0] * d[:, 0] + r[1] * d[:, 1])
+
+
 def skip_degenerate(name: str, config: dict, prediction_type: str) -> None:
     if name == "ddim" and config.get("rescale_betas_zero_snr") and prediction_type == "epsilon":
         pytest.skip("zero terminal SNR needs v_prediction: alpha_bar_T = 0 makes eps -> x0 divide by 0")
@@ -252,6 +264,9 @@ def test_sample_prediction_matches_diffusers(name):
 @pytest.mark.parametrize("class_name,config,steps", CLASS_CASES)
 def test_class_name_configs_match_diffusers(class_name, config, steps, exact, monkeypatch):
     if exact:
+        if class_name == "UniPCMultistepScheduler" and config["solver_order"] >= 3 and einsum_fuses_multiply_adds():
+            pytest.skip("this CPU's MKL fuses the reference's sum over two D1 terms into an FMA, so it is not "
+                        "op-by-op float32 here; the own_math case still checks it to 1e-6")
         monkeypatch.setattr(schedule, "math32", TorchMath())
     ours = make_scheduler(class_name, config)
     ref = getattr(diffusers, class_name).from_config(config)
