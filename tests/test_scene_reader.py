@@ -90,3 +90,27 @@ def test_text_reading_stage_writes_a_pipeline_the_diffusion_stage_reads_with_its
     loaded = diffusion.layers["scene_reader"].state_dict()
     for name, value in reader.items():
         np.testing.assert_array_equal(loaded[name].numpy(), value.numpy())
+
+
+def test_export_keeps_the_diffusion_runs_reader_for_the_next_run(tmp_path):
+    """The reader is not needed to generate, but a run started --init-from the exported folder must go on with
+    the trained one (EMA weights), not a random reader pulling the text encoder about."""
+    from stable_diffusion_chinese.training import stages
+    from stable_diffusion_chinese.training.models import EMBEDDED_DIR
+
+    shutil.copytree(EMBEDDED_DIR / "vae", tmp_path / "vae_model")
+    cfg = config(steps=2, batch_size=2, reading_weight=1.0, checkpoint_every=2, ema_decay=0.5)
+    trainer = stages.diffusion_trainer(tmp_path, cfg)
+    trainer.run(progress=False)
+    stages.export_embedded(tmp_path, cfg, tmp_path / "out")
+    saved = paddle.load(str(tmp_path / "out" / stages.READER_FILE))
+    averaged = {key[len("scene_reader."):]: value for key, value in trainer.ema.shadow.items()
+                if key.startswith("scene_reader.")}
+    assert saved and set(saved) == set(averaged)
+    for name, value in saved.items():
+        np.testing.assert_array_equal(value.numpy(), averaged[name].numpy())
+    shutil.copytree(EMBEDDED_DIR / "vae", tmp_path / "next" / "vae_model")
+    next_run = stages.diffusion_trainer(tmp_path / "next", cfg, init_from=tmp_path / "out")
+    loaded = next_run.layers["scene_reader"].state_dict()
+    for name, value in saved.items():
+        np.testing.assert_array_equal(loaded[name].numpy(), value.numpy())

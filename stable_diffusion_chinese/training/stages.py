@@ -238,7 +238,16 @@ def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Pat
     if vae_dir is not None:
         vae = AutoencoderKL.from_pretrained(vae_dir)
         _check_same_latents(trainer.task.vae, vae, vae_dir)
-    return export_pipeline(out_dir, {"unet": unet, "vae": vae, "text_encoder": text_encoder})
+    sizes = export_pipeline(out_dir, {"unet": unet, "vae": vae, "text_encoder": text_encoder})
+    if "scene_reader" in trainer.layers:
+        # not used for generating; kept so that a later run --init-from this folder goes on with the trained
+        # reader instead of a random one pulling the text encoder about (runs are lost with their machines)
+        reader = SceneReader(text_encoder.config.hidden_size)
+        trainer.ema.copy_to({"scene_reader": reader})
+        (Path(out_dir) / READER_FILE).parent.mkdir(exist_ok=True)
+        paddle.save(reader.state_dict(), str(Path(out_dir) / READER_FILE))
+        sizes["scene_reader"] = (Path(out_dir) / READER_FILE).stat().st_size
+    return sizes
 
 
 def _check_same_latents(trained_with: AutoencoderKL, other: AutoencoderKL, where) -> None:
