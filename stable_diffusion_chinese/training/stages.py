@@ -184,8 +184,7 @@ def train_text_reading(run_dir: str | Path, config: TrainConfig, init_from: str 
     shutil.copytree(Path(init_from) if init_from is not None else EMBEDDED_DIR, out, dirs_exist_ok=True)
     trainer.ema.copy_to(trainer.layers)
     save_network(trainer.task.text_encoder, out / "text_encoder", fp16=False, extra_config=CONFIG_EXTRAS["text_encoder"])
-    (out / READER_FILE).parent.mkdir(exist_ok=True)
-    paddle.save(trainer.task.reader.state_dict(), str(out / READER_FILE))
+    _save_reader(trainer.task.reader, out)
     print("held-out captions read back:", reading_accuracy(trainer.task, config.seed))
     return out
 
@@ -244,10 +243,16 @@ def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Pat
         # reader instead of a random one pulling the text encoder about (runs are lost with their machines)
         reader = SceneReader(text_encoder.config.hidden_size)
         trainer.ema.copy_to({"scene_reader": reader})
-        (Path(out_dir) / READER_FILE).parent.mkdir(exist_ok=True)
-        paddle.save(reader.state_dict(), str(Path(out_dir) / READER_FILE))
-        sizes["scene_reader"] = (Path(out_dir) / READER_FILE).stat().st_size
+        sizes["scene_reader"] = _save_reader(reader, Path(out_dir)).stat().st_size
     return sizes
+
+
+def _save_reader(reader: SceneReader, folder: Path) -> Path:
+    """Where ``_scene_reader`` finds it when a run starts ``--init-from`` this folder."""
+    path = folder / READER_FILE
+    path.parent.mkdir(exist_ok=True)
+    paddle.save(reader.state_dict(), str(path))
+    return path
 
 
 def _check_same_latents(trained_with: AutoencoderKL, other: AutoencoderKL, where) -> None:
