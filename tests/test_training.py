@@ -404,3 +404,39 @@ def test_training_script_names_a_missing_vae_or_bad_option_in_one_line(tmp_path)
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 1, run.stderr[-2000:]
         assert "Traceback" not in run.stderr and "error: " in run.stderr and message in run.stderr, run.stderr
+
+
+def test_grown_unet_computes_what_the_trained_one_did_and_refuses_other_changes(tmp_path):
+    """grow_unet: cross-attention added where there was none starts as an exact no-op (zero proj_out),
+    then trains; a config that changes a trained weight's shape, or adds a non-attention layer, is refused."""
+    from stable_diffusion_chinese.training.models import grow_unet, save_network
+
+    paddle.seed(3)
+    trained = UNet2DConditionModel.from_config(TINY_UNET)
+    for p in trained.parameters():              # make every weight matter (Paddle zero-inits nothing, but be sure)
+        p.set_value(p + 0.01 * paddle.randn(p.shape))
+    save_network(trained, tmp_path / "unet")
+    everywhere = dict(TINY_UNET, down_block_types=["CrossAttnDownBlock2D"] * 2,
+                      up_block_types=["CrossAttnUpBlock2D"] * 2)
+    (tmp_path / "grown.json").write_text(json.dumps(everywhere), encoding="utf-8")
+    grown = grow_unet(tmp_path / "unet", tmp_path / "grown.json")
+    added = [k for k in grown.state_dict() if k not in trained.state_dict()]
+    assert any(k.startswith("down_blocks.1.attentions.0.") for k in added)
+    assert any(k.startswith("up_blocks.0.attentions.1.") for k in added)
+    x, t, context = paddle.randn([2, 4, 16, 16]), paddle.to_tensor([10, 900]), paddle.randn([2, 5, 16])
+    trained.eval(), grown.eval()
+    with paddle.no_grad():
+        np.testing.assert_array_equal(grown(x, t, context).numpy(), trained(x, t, context).numpy())
+    # the added branch is live: its proj_out gets a gradient (zero-initialised, not cut off)
+    grown.train()
+    grown(x, t, context).square().mean().backward()
+    assert float(grown.down_blocks[1].attentions[0].proj_out.weight.grad.abs().sum()) > 0
+
+    wider = dict(everywhere, block_out_channels=[8, 32])
+    (tmp_path / "wider.json").write_text(json.dumps(wider), encoding="utf-8")
+    with pytest.raises(ValueError, match="trained weights have no place of their shape"):
+        grow_unet(tmp_path / "unet", tmp_path / "wider.json")
+    deeper = dict(TINY_UNET, transformer_layers_per_block=2)   # a second layer inside a trained transformer
+    (tmp_path / "deeper.json").write_text(json.dumps(deeper), encoding="utf-8")
+    with pytest.raises(ValueError, match="other than whole new attention blocks"):
+        grow_unet(tmp_path / "unet", tmp_path / "deeper.json")

@@ -34,6 +34,7 @@ class TrainConfig:
     noise_offset: float = 0.0         # offset noise: per-sample-and-channel shift of the noise (noise.training_noise)
     twins: bool = False               # scene data: each scene comes with its twin, bound the other way (data.SceneData)
     reading_weight: float = 0.0       # + this x the scene-reading loss on the text encodings (training/scene_reader.py)
+    unet_config: str = ""             # with --init-from: grow its UNet into this config.json (models.grow_unet)
     # text-reading stage
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
     # VAE stage

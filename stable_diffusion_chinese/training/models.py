@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,41 @@ def build_network(name: str, folder: str | Path = EMBEDDED_DIR, seed: int = 0):
     if name == "text_encoder":
         init_like_bert(layer)
     return layer
+
+
+def grow_unet(weights_folder: str | Path, config_file: str | Path, seed: int = 0) -> UNet2DConditionModel:
+    """``weights_folder``'s trained UNet inside the architecture of ``config_file``, which may only add
+    transformer (attention) blocks to levels that had none, e.g. a ``DownBlock2D`` made ``CrossAttnDownBlock2D``.
+
+    Every trained weight must find its place with its shape. An added transformer is a residual branch
+    (``x + proj_out(...)``), so its ``proj_out`` starts at zero and the grown UNet computes exactly what the
+    trained one did; training grows the new branches from there (zero-initialised added layers, as
+    ControlNet's zero convolutions and GLIGEN's gated layers start theirs)."""
+    trained = UNet2DConditionModel.from_pretrained(weights_folder)
+    paddle.seed(seed)
+    grown = UNet2DConditionModel.from_config(read_json(Path(config_file)))
+    old, new = trained.state_dict(), grown.state_dict()
+    misfits = sorted(k for k, v in old.items() if k not in new or new[k].shape != v.shape)
+    if misfits:
+        raise ValueError(f"{config_file} does not hold the UNet of {weights_folder}: {len(misfits)} trained "
+                         f"weights have no place of their shape in it, e.g. {misfits[:3]}")
+    added = [k for k in new if k not in old]
+    trained_blocks = {_attention_block(k) for k in old} - {None}
+    not_new_blocks = [k for k in added if _attention_block(k) in trained_blocks | {None}]
+    if not_new_blocks:
+        raise ValueError(f"{config_file} adds layers other than whole new attention blocks (they would change what "
+                         f"the trained UNet computes), e.g. {not_new_blocks[:3]}")
+    grown.set_state_dict({**new, **old})   # the added layers keep their own initialisation
+    for key in added:
+        if re.search(r"\.attentions\.\d+\.proj_out\.", key):
+            new[key].set_value(paddle.zeros_like(new[key]))
+    return grown
+
+
+def _attention_block(key: str) -> str | None:
+    """``down_blocks.2.attentions.0`` for any weight inside that transformer, else None."""
+    found = re.match(r"(.*\.attentions\.\d+)\.", key)
+    return found.group(1) if found else None
 
 
 def init_like_bert(layer: paddle.nn.Layer, std: float = 0.02) -> None:

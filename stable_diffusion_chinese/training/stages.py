@@ -20,7 +20,8 @@ import paddle
 from ..models.vae import AutoencoderKL
 from .config import TrainConfig
 from .data import FolderData, SceneData
-from .models import CONFIG_EXTRAS, EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, load_tokenizer, read_json, save_network
+from .models import (CONFIG_EXTRAS, EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, grow_unet, load_tokenizer,
+                     read_json, save_network)
 from .noise import NoiseSchedule
 from .scene_reader import SceneReader
 from .tasks import DECODER_PARTS, DiffusionTask, TextReadingTask, VAETask
@@ -130,15 +131,20 @@ def latent_statistics(vae: AutoencoderKL, seed: int) -> dict:
 def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str | Path | None = None) -> Trainer:
     """``init_from``: a pipeline folder (e.g. the shipped embedded model) whose UNet and text encoder
     weights replace the random initialisation; the optimizer starts fresh. A checkpoint in the run
-    folder still wins when resuming."""
+    folder still wins when resuming. ``config.unet_config``: the UNet's architecture when it is not
+    the embedded one (with ``init_from``, that UNet grows into it: models.grow_unet); give it to
+    ``export`` of the run too."""
     run_dir = Path(run_dir)
     vae = _trained_vae(run_dir / "vae_model")
     if init_from is None:
-        unet = build_network("unet", EMBEDDED_DIR, seed=config.seed)
+        paddle.seed(config.seed)
+        unet = (NETWORKS["unet"].from_config(read_json(Path(config.unet_config))) if config.unet_config
+                else build_network("unet", EMBEDDED_DIR, seed=config.seed))
         text_encoder = build_network("text_encoder", EMBEDDED_DIR, seed=config.seed + 1)
     else:
-        unet, text_encoder = (NETWORKS[name].from_pretrained(Path(init_from) / name)
-                              for name in ("unet", "text_encoder"))
+        text_encoder = NETWORKS["text_encoder"].from_pretrained(Path(init_from) / "text_encoder")
+        unet = (grow_unet(Path(init_from) / "unet", config.unet_config, config.seed) if config.unet_config
+                else NETWORKS["unet"].from_pretrained(Path(init_from) / "unet"))
     reader = None
     if config.reading_weight > 0:
         reader = _scene_reader(text_encoder, config.seed, init_from)
@@ -230,8 +236,9 @@ def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Pat
     step = trainer.resume()
     if step == 0:
         raise FileNotFoundError(f"no diffusion checkpoint in {Path(run_dir) / 'diffusion'}")
-    unet = build_network("unet", EMBEDDED_DIR)
-    text_encoder = build_network("text_encoder", EMBEDDED_DIR)
+    # the trained networks' own architectures (a grown UNet is not the embedded folder's)
+    unet, text_encoder = (NETWORKS[name].from_config(getattr(trainer.task, name).config.to_dict())
+                          for name in ("unet", "text_encoder"))
     trainer.ema.copy_to({"unet": unet, "text_encoder": text_encoder})
     vae = trainer.task.vae
     if vae_dir is not None:
