@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's (model_index.json)")
     parser.add_argument("--scheduler", default=None, help="sampler name (default: the model's)")
     parser.add_argument("--sheet", type=Path, default=None, help="write a 4x4 contact sheet PNG of the first 16")
-    parser.add_argument("--json", type=Path, default=None, help="write per-prompt verdicts as JSON")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write per-prompt verdicts, scenes and detected objects as JSON (scripts/pair_failure_modes.py reads it)")
     args = parser.parse_args(argv)
 
     items = [item for item in load_eval_set(args.prompts) if args.kind in (None, item[1].kind)][: args.limit]
@@ -56,7 +57,9 @@ def main(argv=None) -> int:
             if ok is not None:
                 tallies[attribute][0] += bool(ok)
                 tallies[attribute][1] += 1
-        rows.append({"prompt": prompt, "seed": seed, **verdict.as_dict(), "detected_style": verdict.detected_style})
+        rows.append({"prompt": prompt, "seed": seed, "scene": scene.to_dict(), **verdict.as_dict(),
+                     "detected_style": verdict.detected_style,
+                     "objects": [{"cell": o.cell, "shape": o.shape, "colour": o.colour, "area": o.area} for o in verdict.objects]})
         if len(images) < 16:
             images.append((np.asarray(image), prompt))
     steps, guidance = ("model default" if v is None else v for v in (args.steps, args.guidance))

@@ -155,3 +155,40 @@ def test_evaluation_script_judges_one_kind_of_prompt(tmp_path):
     pairs = [p for p, s, _ in load_eval_set(EMBEDDED_WEIGHTS / "eval_prompts.json") if s.kind == "pair"][:6]
     assert [r["prompt"] for r in rows] == pairs
     assert all(r["both"] is True for r in rows) and re.search(r"^both +100\.0% +6 ", out, re.M)
+
+
+def test_pair_failure_modes_sorts_detections_into_binding_failures(tmp_path):
+    """scripts/pair_failure_modes.py on the evaluation JSON: clean renders are all right; the same rows with
+    the detected colours exchanged, copied or removed count as swapped, one colour on both, missing."""
+    import copy
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    subprocess.run([sys.executable, str(scripts / "evaluate_embedded.py"), "--source", "renders", "--kind", "pair",
+                    "--limit", "8", "--json", str(tmp_path / "rows.json")], capture_output=True, check=True)
+    rows = [r for r in json.loads((tmp_path / "rows.json").read_text(encoding="utf-8"))
+            if r["scene"]["style"] != "ink" and r["scene"]["objects"][0]["colour"] != r["scene"]["objects"][1]["colour"]]
+    assert len(rows) >= 3
+    spec = importlib.util.spec_from_file_location("pair_failure_modes", scripts / "pair_failure_modes.py")
+    modes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(modes)
+    assert modes.failure_modes(rows)["prompt"] == {"both right": len(rows)}
+
+    def in_cell(row, index):
+        cell = row["scene"]["objects"][index]["cell"]
+        return max((o for o in row["objects"] if o["cell"] == cell), key=lambda o: o["area"])
+
+    swapped, copied, missing = (copy.deepcopy(rows[i]) for i in range(3))
+    a, b = in_cell(swapped, 0), in_cell(swapped, 1)
+    a["colour"], b["colour"] = b["colour"], a["colour"]
+    in_cell(copied, 1)["colour"] = in_cell(copied, 0)["colour"]
+    missing["objects"].remove(in_cell(missing, 0))
+    counts = modes.failure_modes([swapped, copied, missing])
+    assert counts["prompt"] == {"swapped": 1, "one colour on both": 1, "missing": 1}
+    assert counts["colour"] == {"other's": 3, "right": 2, "missing": 1}
+    out = subprocess.run([sys.executable, str(scripts / "pair_failure_modes.py"), str(tmp_path / "rows.json")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "missing 0" in out and "swapped 0" in out
