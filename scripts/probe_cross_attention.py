@@ -1,0 +1,119 @@
+"""Where the UNet looks for a colour word: the cross-attention of two-object prompts, by block.
+
+  python scripts/probe_cross_attention.py [--model stable_diffusion_chinese/assets/embedded]
+
+For captions "{P1}是{C1}的{S1}，{P2}是{C2}的{S2}" (P1 / P2 two cells, C1 != C2) it generates each image with the
+model's defaults and records every cross-attention (``attn2``) map of the conditional half of the guided
+batch. For each colour word's token it sums the attention its object's cell receives and the attention the
+other object's cell receives (equal areas) and prints own / (own + other) per block, averaged over heads,
+sampling steps and captions: 1.0 = the colour goes only where its object is, 0.5 = both objects get it
+alike, which is what a model drawing one colour on both (scripts/pair_failure_modes.py) would show.
+Forward hooks read the maps (Paddle's ``register_forward_post_hook``); the model is not changed.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from stable_diffusion_chinese.scenes.world import GRID
+from stable_diffusion_chinese.training.models import EMBEDDED_DIR
+
+FRAME = "{P1}是{C1}的{S1}，{P2}是{C2}的{S2}"
+#: (word, cell): opposite cells, so the two objects never share a row and column of a coarse map
+POSITIONS = ((("左边", 3), ("右边", 5)), (("左上角", 0), ("右下角", 8)), (("正上方", 1), ("正下方", 7)))
+COLOURS = ("红色", "蓝色", "黄色", "绿色")
+SHAPES = ("圆形", "三角形")
+
+
+def cell_mask(cell: int, side: int) -> np.ndarray:
+    """[side * side] booleans: the map positions whose centres fall in ``cell`` of the 3x3 grid."""
+    centres = (np.arange(side) + 0.5) * GRID / side
+    rows, cols = np.floor(centres).astype(int), np.floor(centres).astype(int)
+    return ((rows[:, None] == cell // GRID) & (cols[None, :] == cell % GRID)).reshape(-1)
+
+
+def own_share(maps: np.ndarray, token: int, own: int, other: int) -> float:
+    """``maps``: [queries, keys] attention of one square map; own / (own + other) of ``token``'s column."""
+    side = int(round(maps.shape[0] ** 0.5))
+    column = maps[:, token]
+    a, b = column[cell_mask(own, side)].sum(), column[cell_mask(other, side)].sum()
+    return float(a / (a + b)) if a + b > 0 else 0.5
+
+
+class CrossAttentionRecorder:
+    """Collects, per named ``attn2`` layer, the head-averaged maps of the last ``rows`` batch rows."""
+
+    def __init__(self, unet: paddle.nn.Layer, rows: int = 1):
+        self.rows, self.maps, self._handles = rows, {}, []
+        for name, layer in unet.named_sublayers():
+            if name.endswith("attn2"):
+                self._handles.append(layer.register_forward_post_hook(self._hook(name)))
+
+    def _hook(self, name: str):
+        def record(layer, inputs, output):
+            x, context = inputs[0][-self.rows:], inputs[1][-self.rows:]
+            q, k = layer.to_q(x), layer.to_k(context)
+            b, lq, width = q.shape
+            heads = layer.heads
+            q = q.reshape([b, lq, heads, width // heads]).transpose([0, 2, 1, 3])
+            k = k.reshape([b, k.shape[1], heads, width // heads]).transpose([0, 2, 1, 3])
+            scores = paddle.matmul(q, k, transpose_y=True) * (width // heads) ** -0.5
+            self.maps.setdefault(name, []).append(F.softmax(scores, axis=-1).mean(axis=1).numpy())
+        return record
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def token_index(tokenizer, prompt: str, word: str) -> int:
+    """Index in the encoded prompt (after [CLS]) of ``word``'s first character; BERT splits Chinese per character."""
+    ids = tokenizer.encode(prompt)
+    wanted = tokenizer.encode(word[0])
+    found = [i for i, t in enumerate(ids) if t == wanted[len(tokenizer.prefix_ids)]]
+    if len(found) != 1:
+        raise ValueError(f"{word[0]!r} occurs {len(found)} times in the tokens of {prompt!r}")
+    return found[0]
+
+
+def probe(pipe, captions: int | None = None) -> dict[str, float]:
+    """Mean own share per ``attn2`` layer over the probe captions."""
+    cases = [(p, c, s) for p, c, s in itertools.product(POSITIONS, itertools.permutations(COLOURS, 2), SHAPES)]
+    shares: dict[str, list[float]] = {}
+    for ((p1, cell1), (p2, cell2)), (c1, c2), shape in cases[:captions]:
+        prompt = FRAME.format(P1=p1, C1=c1, S1=shape, P2=p2, C2=c2, S2="正方形")
+        tokens = [(token_index(pipe.tokenizer, prompt, c1), cell1, cell2),
+                  (token_index(pipe.tokenizer, prompt, c2), cell2, cell1)]
+        recorder = CrossAttentionRecorder(pipe.unet)
+        try:
+            pipe(prompt, seed=0, progress=False)
+        finally:
+            recorder.close()
+        for name, calls in recorder.maps.items():
+            for maps in calls:
+                shares.setdefault(name, []).extend(own_share(maps[0], *t) for t in tokens)
+    return {name: float(np.mean(values)) for name, values in shares.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=EMBEDDED_DIR, help="pipeline folder")
+    parser.add_argument("--captions", type=int, default=None, help="probe only the first N captions (72 in all)")
+    args = parser.parse_args(argv)
+    from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(args.model)
+    print("own / (own + other) of each colour word's cross-attention, by layer (0.5 = no spatial binding)")
+    for name, share in probe(pipe, args.captions).items():
+        print(f"{name:<60}{share:8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
