@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from stable_diffusion_chinese.models.attention_ops import split_heads
 from stable_diffusion_chinese.scenes.world import GRID
 from stable_diffusion_chinese.training.models import EMBEDDED_DIR
 
@@ -33,9 +34,8 @@ SHAPES = ("圆形", "三角形")
 
 def cell_mask(cell: int, side: int) -> np.ndarray:
     """[side * side] booleans: the map positions whose centres fall in ``cell`` of the 3x3 grid."""
-    centres = (np.arange(side) + 0.5) * GRID / side
-    rows, cols = np.floor(centres).astype(int), np.floor(centres).astype(int)
-    return ((rows[:, None] == cell // GRID) & (cols[None, :] == cell % GRID)).reshape(-1)
+    band = np.floor((np.arange(side) + 0.5) * GRID / side).astype(int)   # grid row (= column) of each map row
+    return ((band[:, None] == cell // GRID) & (band[None, :] == cell % GRID)).reshape(-1)
 
 
 def own_share(maps: np.ndarray, token: int, own: int, other: int) -> float:
@@ -58,12 +58,8 @@ class CrossAttentionRecorder:
     def _hook(self, name: str):
         def record(layer, inputs, output):
             x, context = inputs[0][-self.rows:], inputs[1][-self.rows:]
-            q, k = layer.to_q(x), layer.to_k(context)
-            b, lq, width = q.shape
-            heads = layer.heads
-            q = q.reshape([b, lq, heads, width // heads]).transpose([0, 2, 1, 3])
-            k = k.reshape([b, k.shape[1], heads, width // heads]).transpose([0, 2, 1, 3])
-            scores = paddle.matmul(q, k, transpose_y=True) * (width // heads) ** -0.5
+            q, k = (split_heads(t, layer.heads) for t in (layer.to_q(x), layer.to_k(context)))
+            scores = paddle.matmul(q, k, transpose_y=True) * q.shape[-1] ** -0.5   # as attention_ops.attention
             self.maps.setdefault(name, []).append(F.softmax(scores, axis=-1).mean(axis=1).numpy())
         return record
 

@@ -440,3 +440,22 @@ def test_grown_unet_computes_what_the_trained_one_did_and_refuses_other_changes(
     (tmp_path / "deeper.json").write_text(json.dumps(deeper), encoding="utf-8")
     with pytest.raises(ValueError, match="other than whole new attention blocks"):
         grow_unet(tmp_path / "unet", tmp_path / "deeper.json")
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_not_loaded_in_part(tmp_path):
+    """Paddle's set_state_dict only warns on missing / unexpected keys: resuming (or exporting) a grown UNet's
+    run without its --unet-config would quietly drop the added blocks. load_checkpoint names the mismatch."""
+    from stable_diffusion_chinese.training.checkpoint import load_checkpoint, save_checkpoint
+    from stable_diffusion_chinese.training.ema import EMA
+
+    def parts(config):
+        unet = UNet2DConditionModel.from_config(config)
+        layers = {"unet": unet}
+        return layers, paddle.optimizer.AdamW(parameters=unet.parameters()), EMA(layers)
+
+    grown = dict(TINY_UNET, down_block_types=["CrossAttnDownBlock2D"] * 2, up_block_types=["CrossAttnUpBlock2D"] * 2)
+    path = save_checkpoint(tmp_path, 1, *parts(grown))
+    with pytest.raises(ValueError, match=r"'unet' weights of another architecture: 0 missing .* unexpected .*--unet-config"):
+        load_checkpoint(path, *parts(TINY_UNET))
+    step = load_checkpoint(path, *parts(grown))["step"]            # its own architecture still loads
+    assert step == 1

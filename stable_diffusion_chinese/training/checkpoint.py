@@ -54,6 +54,7 @@ def load_checkpoint(path: str | os.PathLike, layers: dict, optimizer, ema) -> di
     for name, layer in layers.items():
         if name not in state["models"]:
             raise ValueError(f"checkpoint {path} has no {name!r} weights (has {sorted(state['models'])})")
+        _check_fits(path, name, state["models"][name], layer)
         layer.set_state_dict(state["models"][name])
     optimizer.set_state_dict(native_optimizer_state(state["optimizer"], layers))
     if ema is not None:
@@ -63,6 +64,20 @@ def load_checkpoint(path: str | os.PathLike, layers: dict, optimizer, ema) -> di
     np.random.set_state(state["numpy_rng"])
     paddle.set_rng_state(state["paddle_rng"])
     return state
+
+
+def _check_fits(path, name: str, saved: dict, layer) -> None:
+    """Paddle's ``set_state_dict`` only warns about missing or unexpected keys, so a checkpoint of another
+    architecture (a grown UNet resumed without its ``--unet-config``) would load partly and silently."""
+    own = layer.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    misshaped = sorted(k for k in set(own) & set(saved) if list(own[k].shape) != list(saved[k].shape))
+    if missing or unexpected or misshaped:
+        raise ValueError(f"checkpoint {path} holds {name!r} weights of another architecture: "
+                         f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                         f"(e.g. {unexpected[:2]}), {len(misshaped)} of another shape (e.g. {misshaped[:2]}); "
+                         "build the layers from the run's own configs (for a grown UNet: --unet-config)")
 
 
 # Paddle names optimizer accumulators after the parameters' *generated* names ("linear_3.w_0_moment1_0"),

@@ -23,7 +23,7 @@ WEIGHTS_FILE = "model.pdparams"
 NETWORKS = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": BertTextEncoder}
 
 
-def build_network(name: str, folder: str | Path = EMBEDDED_DIR, seed: int = 0):
+def build_network(name: str, folder: str | Path = EMBEDDED_DIR, seed: int = 0, config_file: str | Path | None = None):
     """A freshly initialised network from ``folder/<name>/config.json`` (seeded).
 
     The UNet and VAE keep Paddle's default initialisers. The text encoder is initialised as
@@ -36,7 +36,8 @@ def build_network(name: str, folder: str | Path = EMBEDDED_DIR, seed: int = 0):
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; expected one of {sorted(NETWORKS)}")
     paddle.seed(seed)
-    layer = NETWORKS[name].from_config(read_json(Path(folder) / name / "config.json"))
+    config_file = Path(config_file) if config_file else Path(folder) / name / "config.json"
+    layer = NETWORKS[name].from_config(read_json(config_file))
     if name == "text_encoder":
         init_like_bert(layer)
     return layer
@@ -51,8 +52,7 @@ def grow_unet(weights_folder: str | Path, config_file: str | Path, seed: int = 0
     trained one did; training grows the new branches from there (zero-initialised added layers, as
     ControlNet's zero convolutions and GLIGEN's gated layers start theirs)."""
     trained = UNet2DConditionModel.from_pretrained(weights_folder)
-    paddle.seed(seed)
-    grown = UNet2DConditionModel.from_config(read_json(Path(config_file)))
+    grown = build_network("unet", seed=seed, config_file=config_file)
     old, new = trained.state_dict(), grown.state_dict()
     misfits = sorted(k for k, v in old.items() if k not in new or new[k].shape != v.shape)
     if misfits:

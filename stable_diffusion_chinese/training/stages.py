@@ -137,9 +137,7 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
     run_dir = Path(run_dir)
     vae = _trained_vae(run_dir / "vae_model")
     if init_from is None:
-        paddle.seed(config.seed)
-        unet = (NETWORKS["unet"].from_config(read_json(Path(config.unet_config))) if config.unet_config
-                else build_network("unet", EMBEDDED_DIR, seed=config.seed))
+        unet = build_network("unet", EMBEDDED_DIR, seed=config.seed, config_file=config.unet_config or None)
         text_encoder = build_network("text_encoder", EMBEDDED_DIR, seed=config.seed + 1)
     else:
         text_encoder = NETWORKS["text_encoder"].from_pretrained(Path(init_from) / "text_encoder")
