@@ -8,7 +8,8 @@ batch. For each colour word's token it sums the attention its object's cell rece
 other object's cell receives (equal areas) and prints own / (own + other) per block, averaged over heads,
 sampling steps and captions: 1.0 = the colour goes only where its object is, 0.5 = both objects get it
 alike, which is what a model drawing one colour on both (scripts/pair_failure_modes.py) would show.
-Forward hooks read the maps (Paddle's ``register_forward_post_hook``); the model is not changed.
+Forward hooks read the maps (training/attention_maps.py, which the binding loss uses too); the model is not
+changed.
 """
 from __future__ import annotations
 
@@ -18,11 +19,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import paddle
-import paddle.nn.functional as F
 
-from stable_diffusion_chinese.models.attention_ops import split_heads
-from stable_diffusion_chinese.scenes.world import GRID
+from stable_diffusion_chinese.training.attention_maps import CrossAttentionRecorder, cell_mask
 from stable_diffusion_chinese.training.models import EMBEDDED_DIR
 
 FRAME = "{P1}是{C1}的{S1}，{P2}是{C2}的{S2}"
@@ -32,40 +30,12 @@ COLOURS = ("红色", "蓝色", "黄色", "绿色")
 SHAPES = ("圆形", "三角形")
 
 
-def cell_mask(cell: int, side: int) -> np.ndarray:
-    """[side * side] booleans: the map positions whose centres fall in ``cell`` of the 3x3 grid."""
-    band = np.floor((np.arange(side) + 0.5) * GRID / side).astype(int)   # grid row (= column) of each map row
-    return ((band[:, None] == cell // GRID) & (band[None, :] == cell % GRID)).reshape(-1)
-
-
 def own_share(maps: np.ndarray, token: int, own: int, other: int) -> float:
     """``maps``: [queries, keys] attention of one square map; own / (own + other) of ``token``'s column."""
     side = int(round(maps.shape[0] ** 0.5))
     column = maps[:, token]
     a, b = column[cell_mask(own, side)].sum(), column[cell_mask(other, side)].sum()
     return float(a / (a + b)) if a + b > 0 else 0.5
-
-
-class CrossAttentionRecorder:
-    """Collects, per named ``attn2`` layer, the head-averaged maps of the last ``rows`` batch rows."""
-
-    def __init__(self, unet: paddle.nn.Layer, rows: int = 1):
-        self.rows, self.maps, self._handles = rows, {}, []
-        for name, layer in unet.named_sublayers():
-            if name.endswith("attn2"):
-                self._handles.append(layer.register_forward_post_hook(self._hook(name)))
-
-    def _hook(self, name: str):
-        def record(layer, inputs, output):
-            x, context = inputs[0][-self.rows:], inputs[1][-self.rows:]
-            q, k = (split_heads(t, layer.heads) for t in (layer.to_q(x), layer.to_k(context)))
-            scores = paddle.matmul(q, k, transpose_y=True) * q.shape[-1] ** -0.5   # as attention_ops.attention
-            self.maps.setdefault(name, []).append(F.softmax(scores, axis=-1).mean(axis=1).numpy())
-        return record
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 def token_index(tokenizer, prompt: str, word: str) -> int:
@@ -86,14 +56,11 @@ def probe(pipe, captions: int | None = None) -> dict[str, float]:
         prompt = FRAME.format(P1=p1, C1=c1, S1=shape, P2=p2, C2=c2, S2="正方形")
         tokens = [(token_index(pipe.tokenizer, prompt, c1), cell1, cell2),
                   (token_index(pipe.tokenizer, prompt, c2), cell2, cell1)]
-        recorder = CrossAttentionRecorder(pipe.unet)
-        try:
+        with CrossAttentionRecorder(pipe.unet, rows=1) as recorder:   # the conditional half of the guided batch
             pipe(prompt, seed=0, progress=False)
-        finally:
-            recorder.close()
         for name, calls in recorder.maps.items():
             for maps in calls:
-                shares.setdefault(name, []).extend(own_share(maps[0], *t) for t in tokens)
+                shares.setdefault(name, []).extend(own_share(maps[0].numpy(), *t) for t in tokens)
     return {name: float(np.mean(values)) for name, values in shares.items()}
 
 

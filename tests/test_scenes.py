@@ -195,36 +195,19 @@ def test_pair_failure_modes_sorts_detections_into_binding_failures(tmp_path):
 
 
 def test_cross_attention_probe_measures_where_a_colour_word_is_looked_up(tmp_path):
-    """scripts/probe_cross_attention.py: the cells of a coarse map split it without overlap; own share is
-    1 when a token is attended only in its own cell and 0.5 when both cells get it alike; the recorder sees
-    every cross-attention call with rows that are softmax distributions over the caption's tokens."""
+    """scripts/probe_cross_attention.py: own share is 1 when a token is attended only in its own cell and 0.5
+    when both cells get it alike; it finds the colour word's token (the recorder: tests/test_binding.py)."""
     import importlib.util
 
-    from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
-    from tiny_pipeline import write_tiny_model
+    from stable_diffusion_chinese.training.models import EMBEDDED_DIR, load_tokenizer
 
     spec = importlib.util.spec_from_file_location(
         "probe_cross_attention", Path(__file__).resolve().parent.parent / "scripts" / "probe_cross_attention.py")
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
-    for side in (4, 8, 16):
-        masks = np.stack([probe.cell_mask(cell, side) for cell in range(9)])
-        assert (masks.sum(0) == 1).all() and masks.any(1).all()
     maps = np.full((64, 5), 0.2)
     assert probe.own_share(maps, 2, own=3, other=5) == pytest.approx(0.5)
     maps[probe.cell_mask(5, 8), 2] = 0.0
     assert probe.own_share(maps, 2, own=3, other=5) == pytest.approx(1.0)
-
-    pipe = StableDiffusionPipeline.from_pretrained(write_tiny_model(tmp_path / "tiny"))
     prompt = "左边是红色的圆形，右边是蓝色的正方形"
-    assert prompt[probe.token_index(pipe.tokenizer, prompt, "蓝色") - 1] == "蓝"      # [CLS] comes first
-    recorder = probe.CrossAttentionRecorder(pipe.unet)
-    pipe(prompt, num_inference_steps=3, seed=0, progress=False)
-    recorder.close()
-    cross = [name for name, _ in pipe.unet.named_sublayers() if name.endswith("attn2")]   # down, mid, 2 up
-    assert sorted(recorder.maps) == sorted(cross) and len(cross) == 4
-    assert all(len(calls) == 3 for calls in recorder.maps.values())
-    for calls in recorder.maps.values():
-        np.testing.assert_allclose(calls[0].sum(-1), 1.0, rtol=1e-5)
-    pipe(prompt, num_inference_steps=1, seed=0, progress=False)                   # hooks removed: nothing added
-    assert all(len(calls) == 3 for calls in recorder.maps.values())
+    assert prompt[probe.token_index(load_tokenizer(EMBEDDED_DIR), prompt, "蓝色") - 1] == "蓝"      # [CLS] comes first

@@ -8,6 +8,8 @@ frames also occurs in training captions, so what is held out is the phrasing, no
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .world import Scene, SceneObject
@@ -132,3 +134,35 @@ def _decorate(text: str, value: str, prefixes, suffixes, rng: np.random.Generato
 
 def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
+
+
+_SIMPLIFIED = {ord(t): chr(s) for s, t in TRADITIONAL.items()}
+_COLOUR_OF = {form: name for name, (forms, bare) in COLOUR_WORDS.items() for form in (*forms, bare)}
+_SHAPE_OF = {word: name for name, words in SHAPE_WORDS.items() for word in words}
+# longest first, so 粉红色 is pink (not 红色 after 粉) and 三角形 is one shape word
+_MENTION = re.compile("|".join(sorted(map(re.escape, {**_COLOUR_OF, **_SHAPE_OF}), key=len, reverse=True)))
+
+
+def object_mentions(scene: Scene, text: str) -> list[tuple[list[int], tuple[int, ...]]] | None:
+    """Where ``text`` (a caption of ``scene``) names each object: per object — all copies of a count
+    scene's object together — the character positions of its colour and shape words, and its cells.
+
+    None when the words do not line up with the scene (e.g. a hand-written caption). Pair captions
+    always name ``objects[0]`` first; a colour word of the background's colour names the background
+    (no object has it: world.MIN_BACKGROUND_CONTRAST)."""
+    groups = [scene.objects] if scene.kind == "count" else [(o,) for o in scene.objects]
+    colours, shapes = [], []
+    for match in _MENTION.finditer(text.translate(_SIMPLIFIED)):
+        span = list(range(match.start(), match.end()))
+        if match.group() in _SHAPE_OF:
+            shapes.append((_SHAPE_OF[match.group()], span))
+        elif _COLOUR_OF[match.group()] != scene.background:
+            colours.append((_COLOUR_OF[match.group()], span))
+    if len(colours) != len(groups) or len(shapes) != len(groups):
+        return None
+    mentions = []
+    for group, (colour, colour_span), (shape, shape_span) in zip(groups, colours, shapes):
+        if (colour, shape) != (group[0].colour, group[0].shape):
+            return None
+        mentions.append((colour_span + shape_span, tuple(o.cell for o in group)))
+    return mentions

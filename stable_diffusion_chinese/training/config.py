@@ -34,6 +34,7 @@ class TrainConfig:
     noise_offset: float = 0.0         # offset noise: per-sample-and-channel shift of the noise (noise.training_noise)
     twins: bool = False               # scene data: each scene comes with its twin, bound the other way (data.SceneData)
     reading_weight: float = 0.0       # + this x the scene-reading loss on the text encodings (training/scene_reader.py)
+    binding_weight: float = 0.0       # + this x the cross-attention binding loss (training/attention_maps.py)
     unet_config: str = ""             # with --init-from: grow its UNet into this config.json (models.grow_unet)
     # text-reading stage
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
@@ -54,7 +55,7 @@ class TrainConfig:
             raise ValueError("decay_steps is the final decay of the 'constant' schedule; 'cosine' decays all along")
         if self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be >= 0 (0 disables Min-SNR weighting), got {self.snr_gamma}")
-        for name in ("reading_weight", "anchor_weight"):
+        for name in ("reading_weight", "anchor_weight", "binding_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}")
         if self.noise_offset < 0:

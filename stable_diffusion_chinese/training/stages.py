@@ -151,7 +151,8 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
                          diffusion_data(config), seed=config.seed,
                          caption_dropout=config.caption_dropout, latent_reuse=config.latent_reuse,
                          train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma,
-                         noise_offset=config.noise_offset, reader=reader, reading_weight=config.reading_weight)
+                         noise_offset=config.noise_offset, reader=reader, reading_weight=config.reading_weight,
+                         binding_weight=config.binding_weight)
     return Trainer(task, config, run_dir / "diffusion")
 
 

@@ -13,6 +13,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from ..models.vae import to_diffusion_latents
+from .attention_maps import BindingTargets, CrossAttentionRecorder, binding_loss
 from .noise import NoiseSchedule, training_noise
 
 # ``purpose`` numbers that keep the per-step random streams apart
@@ -102,10 +103,14 @@ class DiffusionTask:
     def __init__(self, unet: nn.Layer, text_encoder: nn.Layer, vae: nn.Layer, tokenizer, schedule: NoiseSchedule,
                  data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
                  train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0,
-                 noise_offset: float = 0.0, reader: nn.Layer | None = None, reading_weight: float = 0.0):
+                 noise_offset: float = 0.0, reader: nn.Layer | None = None, reading_weight: float = 0.0,
+                 binding_weight: float = 0.0):
         """``reader`` (a ``scene_reader.SceneReader``) with ``reading_weight`` > 0 adds that times its scene-reading
         loss on the captions' encodings (the ones not dropped), so the text encoder keeps binding words while the
-        UNet learns to use it; the data must then know its scenes (``SceneData``)."""
+        UNet learns to use it; the data must then know its scenes (``SceneData``).
+
+        ``binding_weight`` > 0 adds that times the cross-attention binding loss (``attention_maps.binding_loss``):
+        each object word's attention should fall in its object's cells; it too needs scene data."""
         self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
         self.schedule, self.data, self.seed = schedule, data, int(seed)
         self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
@@ -115,6 +120,12 @@ class DiffusionTask:
         self.reader, self.reading_weight = reader, float(reading_weight)
         if self.reading_weight > 0 and (reader is None or not hasattr(data, "scenes")):
             raise ValueError("reading_weight > 0 needs a scene reader and scene data that knows its scenes")
+        self.binding_weight = float(binding_weight)
+        self.recorder = None
+        if self.binding_weight > 0:
+            if not hasattr(data, "scenes"):
+                raise ValueError("binding_weight > 0 needs scene data that knows where its objects are")
+            self.recorder = CrossAttentionRecorder(unet, detach=False)
         self.vae.eval()
         for p in self.vae.parameters():
             p.stop_gradient = True
@@ -161,6 +172,8 @@ class DiffusionTask:
         noise = paddle.to_tensor(training_noise(rng, latents.shape, self.noise_offset))
         noisy = self.schedule.add_noise(latents, noise, timesteps)
         context = self.encode_text(captions)
+        if self.recorder is not None:
+            self.recorder.clear()
         prediction = self.unet(noisy, paddle.to_tensor(timesteps.astype(np.float32)), context)
         target = self.schedule.target(latents, noise, timesteps)
         if self.snr_gamma <= 0:
@@ -169,13 +182,20 @@ class DiffusionTask:
             per_sample = ((prediction - target) ** 2).mean(axis=[1, 2, 3])
             weights = self.schedule.min_snr_weights(timesteps, self.snr_gamma).astype(np.float32)
             loss = (per_sample * paddle.to_tensor(weights)).mean()
-        if self.reading_weight <= 0:
+        if self.reading_weight <= 0 and self.binding_weight <= 0:
             return loss
         self.last_parts = {"denoising": float(loss)}
-        if dropped.all():   # no caption to read back
+        scenes = self.data.scenes(step // self.latent_reuse)[0]
+        if self.binding_weight > 0:
+            targets = BindingTargets(self.tokenizer, scenes, captions, context.shape[1])
+            if not targets.empty:
+                binding = binding_loss(self.recorder.maps, targets)
+                self.last_parts["binding"] = float(binding)
+                loss = loss + self.binding_weight * binding
+            self.recorder.clear()
+        if self.reading_weight <= 0 or dropped.all():   # no caption to read back
             return loss
         kept = np.nonzero(~dropped)[0]
-        scenes = self.data.scenes(step // self.latent_reuse)[0]
         reading, accuracy = self.reader.loss(paddle.gather(context, paddle.to_tensor(kept)), [scenes[i] for i in kept])
         self.last_parts.update({"reading": float(reading), **{f"read_{k}": v for k, v in accuracy.items()}})
         return loss + self.reading_weight * reading

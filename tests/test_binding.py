@@ -1,0 +1,142 @@
+"""Binding words to places: where captions name each object, the cross-attention recorder, and the binding loss
+(scenes/captions.py object_mentions, training/attention_maps.py)."""
+import numpy as np
+import paddle
+import pytest
+
+from stable_diffusion_chinese.scenes.captions import COLOUR_WORDS, SHAPE_WORDS, TRADITIONAL, caption, object_mentions
+from stable_diffusion_chinese.scenes.sampling import sample_scene
+from stable_diffusion_chinese.scenes.world import Scene, SceneObject
+from stable_diffusion_chinese.training import SceneData, TrainConfig, Trainer
+from stable_diffusion_chinese.training.attention_maps import (BindingTargets, CrossAttentionRecorder, binding_loss,
+                                                              caption_token_positions, cell_mask)
+from stable_diffusion_chinese.training.models import EMBEDDED_DIR, load_tokenizer
+
+from test_training import config, fixed_loss, tiny_task
+
+SIMPLIFIED = str.maketrans({t: chr(s) for s, t in TRADITIONAL.items()})
+PAIR = Scene((SceneObject("circle", "red", 3), SceneObject("triangle", "blue", 5)), "pair", background="yellow")
+
+
+def test_every_caption_says_where_it_names_each_object():
+    """Train and held-out captions alike (synonyms, 的, traditional characters, a background colour that is not
+    an object's): each object's words are found, in its own order, and they spell its colour and shape."""
+    rng = np.random.default_rng(0)
+    words = {name: {*forms, bare} for name, (forms, bare) in COLOUR_WORDS.items()}
+    for split in ("train", "eval"):
+        for _ in range(400):
+            scene = sample_scene(rng, split)
+            text = caption(scene, rng, split)
+            mentions = object_mentions(scene, text)
+            groups = [scene.objects] if scene.kind == "count" else [(o,) for o in scene.objects]
+            assert mentions is not None and len(mentions) == len(groups), text
+            for (chars, cells), group in zip(mentions, groups):
+                assert cells == tuple(o.cell for o in group)
+                spelled = "".join(text[c] for c in chars).translate(SIMPLIFIED)
+                assert any(spelled.startswith(w) for w in words[group[0].colour]), text
+                assert any(spelled.endswith(w) for w in SHAPE_WORDS[group[0].shape]), text
+    text = "左边是紅色的圓形，右边是蓝色的三角形，黄色背景"
+    assert [("".join(text[c] for c in chars), cells) for chars, cells in object_mentions(PAIR, text)] == [
+        ("紅色圓形", (3,)), ("蓝色三角形", (5,))]
+    assert object_mentions(PAIR, "左边是绿色的圆形，右边是蓝色的三角形") is None       # not this scene's words
+    assert object_mentions(PAIR, "一个红色的圆形") is None                              # one object missing
+
+
+def test_token_positions_follow_the_characters_bert_keeps():
+    tokenizer = load_tokenizer(EMBEDDED_DIR)
+    text = "左边2个红圆 蓝色背景"
+    positions = caption_token_positions(tokenizer, text)
+    ids = tokenizer.encode(text)
+    assert positions[6] == -1                                                  # the space is dropped
+    for char, index in zip(text, positions):
+        if index >= 0:
+            assert ids[index] == tokenizer.encode(char, add_special_tokens=False)[0]
+    assert caption_token_positions(tokenizer, "red circle") is None            # a word piece spans characters
+
+
+def test_binding_loss_is_zero_when_each_word_is_seen_only_in_its_cells_and_large_otherwise():
+    tokenizer = load_tokenizer(EMBEDDED_DIR)
+    text = "左边是红色的圆形，右边是蓝色的三角形，黄色背景"
+    targets = BindingTargets(tokenizer, [PAIR], [text], length=32)
+    red, blue = text.index("红") + 1, text.index("蓝") + 1                      # after [CLS]
+    assert targets.selected[0].sum() == 9 and targets.selected[0, red] == 1 and targets.selected[0, blue] == 1
+    assert targets.selected[0, text.index("黄") + 1] == 0                       # the background is no object
+    for side in (4, 8, 16):
+        masks = np.stack([cell_mask(cell, side) for cell in range(9)])
+        assert (masks.sum(0) == 1).all() and masks.any(1).all()                # the cells tile every map
+    side = 8
+    right = np.full((1, side * side, 32), 1e-3, np.float32)
+    right[0, :, red] = cell_mask(3, side)
+    right[0, :, blue] = cell_mask(5, side)
+    for token in np.nonzero(targets.selected[0])[0]:
+        right[0, :, token] = cell_mask(3 if token < blue - 2 else 5, side)
+    assert float(binding_loss({"a": [paddle.to_tensor(right)]}, targets)) == pytest.approx(0.0, abs=1e-6)
+    uniform = paddle.full([1, side * side, 32], 1 / 32)
+    share = cell_mask(3, side).sum() / side ** 2                              # 9 of 64 positions (3x3) for cell 3
+    expected = (5 * (1 - share) ** 2 + 4 * (1 - cell_mask(5, side).sum() / side ** 2) ** 2) / 9
+    assert float(binding_loss({"a": [uniform]}, targets)) == pytest.approx(expected, rel=1e-5)
+    swapped = right.copy()
+    swapped[0, :, [red, blue]] = swapped[0, :, [blue, red]]
+    assert float(binding_loss({"a": [paddle.to_tensor(swapped)]}, targets)) == pytest.approx(2 / 9, rel=1e-3)
+    assert BindingTargets(tokenizer, [PAIR], [""], length=32).empty             # a dropped caption binds nothing
+
+
+def test_recorder_sees_every_cross_attention_call_and_keeps_the_gradient_when_asked(tmp_path):
+    from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
+    from tiny_pipeline import write_tiny_model
+
+    pipe = StableDiffusionPipeline.from_pretrained(write_tiny_model(tmp_path / "tiny"))
+    prompt = "左边是红色的圆形，右边是蓝色的正方形"
+    with CrossAttentionRecorder(pipe.unet, rows=1) as recorder:
+        pipe(prompt, num_inference_steps=3, seed=0, progress=False)
+    cross = [name for name, _ in pipe.unet.named_sublayers() if name.endswith("attn2")]   # down, mid, 2 up
+    assert sorted(recorder.maps) == sorted(cross) and len(cross) == 4
+    assert all(len(calls) == 3 and calls[0].shape[0] == 1 for calls in recorder.maps.values())
+    for calls in recorder.maps.values():
+        np.testing.assert_allclose(calls[0].sum(-1).numpy(), 1.0, rtol=1e-5)   # softmax rows over the tokens
+        assert calls[0].stop_gradient
+    pipe(prompt, num_inference_steps=1, seed=0, progress=False)                   # hooks removed: nothing added
+    assert all(len(calls) == 3 for calls in recorder.maps.values())
+
+    x = paddle.randn([2, 4, 8, 8])
+    context = paddle.randn([2, 5, pipe.unet.config.cross_attention_dim])
+    with CrossAttentionRecorder(pipe.unet, detach=False) as recorder:
+        pipe.unet(x, paddle.to_tensor([10.0, 10.0]), context)
+    maps = next(iter(recorder.maps.values()))[0]
+    assert maps.shape[0] == 2 and not maps.stop_gradient
+
+
+class OneBatch(SceneData):
+    """Every step sees batch 0, worded the same: can the loss be lowered at all (not: does it generalise)."""
+
+    def scenes(self, index):
+        return super().scenes(0)
+
+    def captions(self, index, variant):
+        return super().captions(0, 0)
+
+
+def test_diffusion_loss_adds_the_weighted_binding_loss_and_training_lowers_it(tmp_path):
+    task = tiny_task(batch_size=4)
+    task.caption_dropout = 0.0
+    plain = fixed_loss(task, 1)
+    bound = type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, task.schedule, task.data, seed=0,
+                       caption_dropout=0.0, latent_reuse=task.latent_reuse, binding_weight=0.5)
+    total = fixed_loss(bound, 1)
+    parts = bound.last_parts
+    assert parts["denoising"] == pytest.approx(plain, rel=1e-5) and parts["binding"] > 0.1
+    assert total == pytest.approx(parts["denoising"] + 0.5 * parts["binding"], rel=1e-5)
+
+    # a random tiny UNet has no features to bind with, so it is given one batch and a weight that dominates
+    bound.data, bound.binding_weight = OneBatch(4, seed=0), 10.0
+    fixed_loss(bound, 0)
+    before = bound.last_parts["binding"]
+    Trainer(bound, config(steps=30, learning_rate=3e-3, checkpoint_every=100, batch_size=4), tmp_path).run(
+        progress=False)
+    fixed_loss(bound, 0)
+    assert bound.last_parts["binding"] < 0.8 * before
+    with pytest.raises(ValueError, match="binding_weight"):
+        TrainConfig(binding_weight=-1.0)
+    with pytest.raises(ValueError, match="where its objects are"):
+        type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, task.schedule, object(), seed=0,
+                   binding_weight=1.0)
