@@ -126,6 +126,9 @@ def test_diffusion_loss_adds_the_weighted_binding_loss_and_training_lowers_it(tm
     parts = bound.last_parts
     assert parts["denoising"] == pytest.approx(plain, rel=1e-5) and parts["binding"] > 0.1
     assert total == pytest.approx(parts["denoising"] + 0.5 * parts["binding"], rel=1e-5)
+    bound.binding_min_timestep = task.schedule.num_train_timesteps          # no sample is noised that far
+    assert fixed_loss(bound, 1) == pytest.approx(plain, rel=1e-5) and "binding" not in bound.last_parts
+    bound.binding_min_timestep = 0
 
     # a random tiny UNet has no features to bind with, so it is given one batch and a weight that dominates
     bound.data, bound.binding_weight = OneBatch(4, seed=0), 10.0
@@ -135,8 +138,9 @@ def test_diffusion_loss_adds_the_weighted_binding_loss_and_training_lowers_it(tm
         progress=False)
     fixed_loss(bound, 0)
     assert bound.last_parts["binding"] < 0.8 * before
-    with pytest.raises(ValueError, match="binding_weight"):
-        TrainConfig(binding_weight=-1.0)
+    for name in ("binding_weight", "binding_min_timestep"):
+        with pytest.raises(ValueError, match=name):
+            TrainConfig(**{name: -1})
     with pytest.raises(ValueError, match="where its objects are"):
         type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, task.schedule, object(), seed=0,
                    binding_weight=1.0)

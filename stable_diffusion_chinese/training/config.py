@@ -35,6 +35,7 @@ class TrainConfig:
     twins: bool = False               # scene data: each scene comes with its twin, bound the other way (data.SceneData)
     reading_weight: float = 0.0       # + this x the scene-reading loss on the text encodings (training/scene_reader.py)
     binding_weight: float = 0.0       # + this x the cross-attention binding loss (training/attention_maps.py)
+    binding_min_timestep: int = 0     # ... on the samples noised to at least this timestep
     unet_config: str = ""             # with --init-from: grow its UNet into this config.json (models.grow_unet)
     # text-reading stage
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
@@ -58,6 +59,8 @@ class TrainConfig:
         for name in ("reading_weight", "anchor_weight", "binding_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}")
+        if self.binding_min_timestep < 0:
+            raise ValueError(f"binding_min_timestep must be >= 0, got {self.binding_min_timestep}")
         if self.noise_offset < 0:
             raise ValueError(f"noise_offset must be >= 0 (0 disables offset noise), got {self.noise_offset}")
         if self.learning_rate <= 0:

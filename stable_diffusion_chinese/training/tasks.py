@@ -104,13 +104,16 @@ class DiffusionTask:
                  data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
                  train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0,
                  noise_offset: float = 0.0, reader: nn.Layer | None = None, reading_weight: float = 0.0,
-                 binding_weight: float = 0.0):
+                 binding_weight: float = 0.0, binding_min_timestep: int = 0):
         """``reader`` (a ``scene_reader.SceneReader``) with ``reading_weight`` > 0 adds that times its scene-reading
         loss on the captions' encodings (the ones not dropped), so the text encoder keeps binding words while the
         UNet learns to use it; the data must then know its scenes (``SceneData``).
 
         ``binding_weight`` > 0 adds that times the cross-attention binding loss (``attention_maps.binding_loss``):
-        each object word's attention should fall in its object's cells; it too needs scene data."""
+        each object word's attention should fall in its object's cells; it too needs scene data. Only samples
+        noised to ``binding_min_timestep`` or more count: at lower noise the latents show where each colour
+        is, so the maps can find "red" by its pixels instead of by its place (run 7, docs/embedded_model.md),
+        while at sampling time the layout is decided in the first, noisiest steps."""
         self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
         self.schedule, self.data, self.seed = schedule, data, int(seed)
         self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
@@ -120,7 +123,7 @@ class DiffusionTask:
         self.reader, self.reading_weight = reader, float(reading_weight)
         if self.reading_weight > 0 and (reader is None or not hasattr(data, "scenes")):
             raise ValueError("reading_weight > 0 needs a scene reader and scene data that knows its scenes")
-        self.binding_weight = float(binding_weight)
+        self.binding_weight, self.binding_min_timestep = float(binding_weight), int(binding_min_timestep)
         self.recorder = None
         if self.binding_weight > 0:
             if not hasattr(data, "scenes"):
@@ -187,7 +190,8 @@ class DiffusionTask:
         self.last_parts = {"denoising": float(loss)}
         scenes = self.data.scenes(step // self.latent_reuse)[0]
         if self.binding_weight > 0:
-            targets = BindingTargets(self.tokenizer, scenes, captions, context.shape[1])
+            noisy_enough = [text if t >= self.binding_min_timestep else "" for text, t in zip(captions, timesteps)]
+            targets = BindingTargets(self.tokenizer, scenes, noisy_enough, context.shape[1])
             if not targets.empty:
                 binding = binding_loss(self.recorder.maps, targets)
                 self.last_parts["binding"] = float(binding)
