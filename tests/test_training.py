@@ -399,7 +399,9 @@ def test_training_script_names_a_missing_vae_or_bad_option_in_one_line(tmp_path)
     script = Path(__file__).resolve().parent.parent / "scripts" / "train_embedded.py"
     for extra, message in ((["vae-decoder"], "has no trained VAE; run the 'vae' stage first"),
                            (["diffusion"], "has no trained VAE; run the 'vae' stage first"),
-                           (["diffusion", "--snr-gamma", "-1"], "snr_gamma must be >= 0")):
+                           (["diffusion", "--snr-gamma", "-1"], "snr_gamma must be >= 0"),
+                           (["finetune", "--model", str(tmp_path), "--data", str(tmp_path), "--binding-weight", "0.3"],
+                            "binding_weight is for the embedded model's scene data")):
         run = subprocess.run([sys.executable, str(script), *extra, "--run-dir", str(tmp_path / "run")],
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 1, run.stderr[-2000:]

@@ -282,6 +282,11 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
     """Fine-tune a loaded pipeline (the embedded one or a full-size one) on a folder + metadata.jsonl."""
     from ..pipelines.loading import load_components
 
+    for name in ("reading_weight", "binding_weight"):
+        if getattr(config, name) > 0:   # both need the scene each picture shows; a user's folder has none
+            raise ValueError(f"{name} is for the embedded model's scene data; fine-tuning on a folder of pictures "
+                             "cannot use it (leave it at 0)")
+
     parts = load_components(model_dir)
     vae, unet = parts["vae"], parts["unet"]
     resolution = resolution or unet.config.sample_size * vae.downscale_factor
