@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stable_diffusion_chinese.training.attention_maps import CrossAttentionRecorder, cell_mask
+from stable_diffusion_chinese.training.attention_maps import CrossAttentionRecorder, caption_token_positions, cell_mask
 from stable_diffusion_chinese.training.models import EMBEDDED_DIR
 
 FRAME = "{P1}是{C1}的{S1}，{P2}是{C2}的{S2}"
@@ -39,13 +39,11 @@ def own_share(maps: np.ndarray, token: int, own: int, other: int) -> float:
 
 
 def token_index(tokenizer, prompt: str, word: str) -> int:
-    """Index in the encoded prompt (after [CLS]) of ``word``'s first character; BERT splits Chinese per character."""
-    ids = tokenizer.encode(prompt)
-    wanted = tokenizer.encode(word[0])
-    found = [i for i, t in enumerate(ids) if t == wanted[len(tokenizer.prefix_ids)]]
-    if len(found) != 1:
-        raise ValueError(f"{word[0]!r} occurs {len(found)} times in the tokens of {prompt!r}")
-    return found[0]
+    """Index in the encoded prompt of ``word``'s first character (the binding loss's character -> token map)."""
+    positions = caption_token_positions(tokenizer, prompt)
+    if positions is None or prompt.count(word[0]) != 1:
+        raise ValueError(f"{word[0]!r} is not one token that occurs once in {prompt!r}")
+    return positions[prompt.index(word[0])]
 
 
 def probe(pipe, captions: int | None = None) -> dict[str, float]:
