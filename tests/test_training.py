@@ -18,7 +18,7 @@ from stable_diffusion_chinese.training import FolderData, SceneData, TrainConfig
 from stable_diffusion_chinese.scenes.sampling import KIND_WEIGHTS, sample_scene
 from stable_diffusion_chinese.scenes.world import Scene, SceneObject
 from stable_diffusion_chinese.training.noise import NoiseSchedule, training_noise
-from stable_diffusion_chinese.training.tasks import DiffusionTask, VAETask
+from stable_diffusion_chinese.training.tasks import DiffusionTask, VAETask, edge_loss
 
 TINY_UNET = dict(sample_size=16, block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4,
                  down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
@@ -76,6 +76,27 @@ def test_decoder_fine_tuning_leaves_the_encoder_bit_for_bit(tmp_path):
             assert np.array_equal(value.numpy(), encoder_before[key]), key
     assert any(not np.array_equal(v.numpy(), decoder_before[k]) for k, v in vae.decoder.state_dict().items())
     assert all(key.startswith(("decoder.", "post_quant_conv.")) for key in trainer.ema.shadow)
+
+
+def test_edge_loss_sees_outlines_not_flat_colour():
+    star = np.full((1, 3, 16, 16), -0.5, np.float32)
+    star[:, :, 4:12, 4:12] = 0.5
+    target = paddle.to_tensor(star)
+    assert float(edge_loss(target, target)) == 0.0
+    assert float(edge_loss(target + 0.3, target)) < 1e-6         # a shift of every pixel moves no edge
+    blurred = paddle.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, exclusive=True)
+    dark_rim = star.copy()
+    dark_rim[:, :, 3, 3:13] = dark_rim[:, :, 12, 3:13] = -1.0
+    assert float(edge_loss(blurred, target)) > 0.01
+    assert float(edge_loss(paddle.to_tensor(dark_rim), target)) > 0.01
+    paddle.seed(0)
+    task = VAETask(AutoencoderKL.from_config(TINY_VAE), SceneData(2, seed=0), kl_weight=1e-5, seed=0, crop=32,
+                   train_encoder=False, edge_weight=2.0)
+    total = fixed_loss(task)
+    parts = task.last_parts
+    assert parts["edge"] > 0 and abs(total - (parts["l1"] + parts["l2"] + 2.0 * parts["edge"])) < 1e-5
+    with pytest.raises(ValueError, match="edge_weight"):
+        TrainConfig(edge_weight=-1.0)
 
 
 def test_scene_data_can_ask_for_more_named_backgrounds():

@@ -41,6 +41,7 @@ class TrainConfig:
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
     # VAE stage
     kl_weight: float = 1e-5           # times the per-sample KL sum, divided by the pixels per sample (LDM uses 1e-6)
+    edge_weight: float = 0.0          # + this x L1 of the reconstruction's neighbour differences (tasks.edge_loss)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "latent_reuse", "keep_checkpoints"):
@@ -56,7 +57,7 @@ class TrainConfig:
             raise ValueError("decay_steps is the final decay of the 'constant' schedule; 'cosine' decays all along")
         if self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be >= 0 (0 disables Min-SNR weighting), got {self.snr_gamma}")
-        for name in ("reading_weight", "anchor_weight", "binding_weight"):
+        for name in ("reading_weight", "anchor_weight", "binding_weight", "edge_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}")
         if self.binding_min_timestep < 0:

@@ -35,8 +35,9 @@ class VAETask:
     """
 
     def __init__(self, vae: nn.Layer, data, kl_weight: float, seed: int, crop: int | None = None,
-                 train_encoder: bool = True):
+                 train_encoder: bool = True, edge_weight: float = 0.0):
         self.vae, self.data, self.kl_weight, self.seed = vae, data, float(kl_weight), int(seed)
+        self.edge_weight = float(edge_weight)
         self.crop = crop
         self.train_encoder = bool(train_encoder)
         if not self.train_encoder:
@@ -67,11 +68,31 @@ class VAETask:
         l1 = F.l1_loss(reconstruction, x)
         l2 = F.mse_loss(reconstruction, x)
         self.last_parts = {"l1": float(l1), "l2": float(l2)}
+        total = l1 + l2
+        if self.edge_weight:
+            edges = edge_loss(reconstruction, x)
+            self.last_parts["edge"] = float(edges)
+            total = total + self.edge_weight * edges
         if not self.train_encoder:
-            return l1 + l2
+            return total
         kl = posterior.kl().mean() / float(np.prod(images.shape[1:]))
         self.last_parts["kl"] = float(kl) * float(np.prod(images.shape[1:]))
-        return l1 + l2 + self.kl_weight * kl
+        return total + self.kl_weight * kl
+
+
+def edge_loss(reconstruction: paddle.Tensor, target: paddle.Tensor) -> paddle.Tensor:
+    """Mean L1 distance between the horizontal and vertical neighbour differences of two NCHW images.
+
+    Why: a scene is mostly flat background, so per-pixel L1/L2 barely notice an outline drawn as a
+    blur; on a coloured background the decoder drew stars and triangles as rounded blobs with dark
+    rims (shape 54 % on the reconstructions of the 37 such evaluation scenes, 98 % on the others). Flat
+    regions have zero differences, so this term only looks at edges. It is close to the gradient
+    difference loss of Mathieu et al. (ICLR 2016, eq. 5, exponent 1), which compares the differences'
+    magnitudes; comparing them signed also counts an edge of the wrong polarity, such as a dark rim."""
+    def differences(image):
+        return image[:, :, :, 1:] - image[:, :, :, :-1], image[:, :, 1:, :] - image[:, :, :-1, :]
+    (rx, ry), (tx, ty) = differences(reconstruction), differences(target)
+    return F.l1_loss(rx, tx) + F.l1_loss(ry, ty)
 
 
 def _random_crops(images: np.ndarray, size: int, rng: np.random.Generator, grid: int = 8,
