@@ -47,8 +47,8 @@ VAE_DECODER_DEFAULTS = dict(steps=9000, batch_size=8, learning_rate=6e-4, warmup
                             log_every=10)
 # decoder recipe of the thirteenth session (docs/embedded_model.md, "Decoder 2"): 1500 cosine steps from 2e-4
 # (the fourth session's) or 1000 more at 2e-4 left shapes on named backgrounds at 54 % on the reconstructions,
-# while 100 steps at 1e-3 on eight such images fitted them, so the decoder could draw them but had been
-# trained too little and too gently; 2500 steps at 6e-4 with the edge term took them to 70 %
+# while 200 steps at 1e-3 on eight such images fitted them, so the decoder could draw them but had been
+# trained too little and too gently; these 9000 steps at 6e-4 with the edge term took them to 83.8 %
 # objects on a named background are what the first VAE drew worst (blobs instead of shapes: 17 of the 21
 # shape errors on the 200 evaluation scenes' reconstructions), so the decoder sees them 2.5x as often
 DECODER_BACKGROUND_PROBABILITY = 0.5
