@@ -6,8 +6,9 @@
   python scripts/evaluate_embedded.py --source module     # through hub.Module(name="stable_diffusion_chinese")
 
 Prints per-attribute accuracy (colour, shape, position, count, style, both objects of pair scenes,
-background) and seconds per image; ``--sheet PNG`` also writes a 4x4 contact sheet of the first 16
-images and a Markdown list of their prompts next to it.
+background), the same by scene kind and for scenes with a named background, and seconds per image;
+``--sheet PNG`` also writes a 4x4 contact sheet of the first 16 images and, next to it, a Markdown file
+with how they were made, the judge's verdicts on them and their prompts.
 """
 from __future__ import annotations
 
@@ -70,8 +71,13 @@ def main(argv=None) -> int:
             target = f"{TARGETS[attribute]:.0%}" if attribute in TARGETS else "-"
             print(f"{attribute:<12}{right / total:>10.1%}{total:>6}{target:>8}")
     print(f"seconds per image: {seconds / max(len(items), 1):.3f}")
+    _print_by_group(rows)
     if args.sheet:
-        _contact_sheet(images, args.sheet)
+        shown = args.model.resolve()
+        shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown   # no home paths in docs
+        made = (f"source {args.source}, model `{shown}`, steps {steps}, guidance {guidance}, "
+                f"sampler {args.scheduler or 'model default'}")
+        _contact_sheet(images, rows[:16], made, args.sheet)
     if args.json:
         args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
@@ -123,8 +129,28 @@ def _hub_module(model: Path):
     return hub.Module(name="stable_diffusion_chinese", model=str(model), preload=True)
 
 
-def _contact_sheet(images, path: Path) -> None:
-    """4x4 grid, numbered in reading order; the prompts go to a Markdown file beside it (no CJK font needed)."""
+def _tally(rows, attribute: str) -> tuple[int, int]:
+    verdicts = [row[attribute] for row in rows if row[attribute] is not None]
+    return sum(map(bool, verdicts)), len(verdicts)
+
+
+def _print_by_group(rows) -> None:
+    """Accuracy per scene kind and on named backgrounds: where the overall figures come from."""
+    groups = {kind: [r for r in rows if r["scene"]["kind"] == kind] for kind in ("single", "count", "pair")}
+    groups["named bg"] = [r for r in rows if r["scene"]["background"]]
+    print(f"{'by group':<12}{'n':>5}" + "".join(f"{a:>10}" for a in ATTRIBUTES[:-1]))
+    for name, members in groups.items():
+        if members:
+            cells = []
+            for attribute in ATTRIBUTES[:-1]:
+                right, total = _tally(members, attribute)
+                cells.append(f"{right / total:>10.1%}" if total else f"{'-':>10}")
+            print(f"{name:<12}{len(members):>5}" + "".join(cells))
+
+
+def _contact_sheet(images, rows, made: str, path: Path) -> None:
+    """4x4 grid, numbered in reading order; how they were made, the judge's verdicts on them and the prompts go
+    to a Markdown file beside it (no CJK font needed to draw the sheet)."""
     from PIL import Image, ImageDraw
 
     side = 128
@@ -136,7 +162,12 @@ def _contact_sheet(images, path: Path) -> None:
         draw.text((x + 3, y + 2), str(i + 1), fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
-    lines = [f"# Contact sheet: {path.name}", "", "Numbered in reading order (left to right, top to bottom).", ""]
+    verdicts = ", ".join(f"{a} {right}/{total}" for a in ATTRIBUTES for right, total in [_tally(rows, a)] if total)
+    lines = [f"# Contact sheet: {path.name}", "",
+             f"The first {len(images)} held-out prompts with their evaluation seeds, made by "
+             f"`scripts/evaluate_embedded.py --sheet` ({made}). Judged right: {verdicts}. The weights are "
+             "described in docs/embedded_model.md (Status).", "",
+             "Numbered in reading order (left to right, top to bottom).", ""]
     lines += [f"{i + 1}. {prompt}" for i, (_, prompt) in enumerate(images)]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -9,7 +9,7 @@ from stable_diffusion_chinese.scenes.sampling import sample_scene
 from stable_diffusion_chinese.scenes.world import Scene, SceneObject
 from stable_diffusion_chinese.training import SceneData, TrainConfig, Trainer
 from stable_diffusion_chinese.training.attention_maps import (BindingTargets, CrossAttentionRecorder, binding_loss,
-                                                              caption_token_positions, cell_mask)
+                                                              caption_token_positions, cell_mask, leak_loss)
 from stable_diffusion_chinese.training.models import EMBEDDED_DIR, load_tokenizer
 
 from test_training import config, fixed_loss, tiny_task
@@ -144,3 +144,64 @@ def test_diffusion_loss_adds_the_weighted_binding_loss_and_training_lowers_it(tm
     with pytest.raises(ValueError, match="where its objects are"):
         type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, task.schedule, object(), seed=0,
                    binding_weight=1.0)
+
+
+def test_leak_loss_is_the_other_objects_share_of_the_attention_at_each_objects_cells():
+    tokenizer = load_tokenizer(EMBEDDED_DIR)
+    text = "左边是红色的圆形，右边是蓝色的三角形，黄色背景"
+    targets = BindingTargets(tokenizer, [PAIR], [text], length=32)
+    red, blue = text.index("红") + 1, text.index("蓝") + 1
+    first = [t for t in np.nonzero(targets.selected[0])[0] if t < blue]          # 红色 圆形: 4 tokens; 蓝色三角形: 5
+    second = [t for t in np.nonzero(targets.selected[0])[0] if t >= blue]
+    assert targets.has_rivals and len(first) == 4 and len(second) == 5
+    side = 8
+    assert cell_mask(3, side).sum() == cell_mask(5, side).sum() == 6   # 2 map rows x 3 columns
+    right = np.full((1, side * side, 32), 1e-3, np.float32)                     # pads and other words: ignored
+    right[0][:, first] = cell_mask(3, side)[:, None]
+    right[0][:, second] = cell_mask(5, side)[:, None]
+    assert float(leak_loss({"a": [paddle.to_tensor(right)]}, targets)) == pytest.approx(0.0, abs=1e-6)
+    uniform = paddle.full([1, side * side, 32], 1 / 32)
+    # cell 3: 5 of the 9 object words are the other's; cell 5: 4 of 9 -- over 6 + 6 positions
+    assert float(leak_loss({"a": [uniform]}, targets)) == pytest.approx(0.5, rel=1e-5)
+    swapped = right.copy()
+    swapped[0, :, [red, blue]] = swapped[0, :, [blue, red]]                    # the colours trade places
+    # cell 3 sees 3 of its own words and 蓝 (1 / 4), cell 5 sees 4 of its own and 红 (1 / 5)
+    leak = float(leak_loss({"a": [paddle.to_tensor(swapped)]}, targets))
+    assert leak == pytest.approx((0.25 + 0.2) / 2, rel=1e-4)
+    one = Scene((SceneObject("circle", "red", 3),), "single")
+    alone = BindingTargets(tokenizer, [one, PAIR], ["左边是一个红色的圆形", ""], length=32)
+    assert not alone.empty and not alone.has_rivals                            # nothing to leak to
+    both = BindingTargets(tokenizer, [one, PAIR], ["左边是一个红色的圆形", text], length=32)
+    own, other, at = both.rivals(side)
+    assert not at[0].any() and at[1].sum() == 12 and other[1].sum() == 6 * 5 + 6 * 4
+
+
+class ShortCaptions(SceneData):
+    """Captions that fit the tiny text encoder's 16 positions: "红圆，蓝三角" (bare colour + shortest shape word)."""
+
+    def captions(self, index, variant):
+        return ["，".join(COLOUR_WORDS[o.colour][1] + min(SHAPE_WORDS[o.shape], key=len) for o in scene.objects)
+                for scene in self.scenes(index)[0]]
+
+
+def test_diffusion_loss_adds_the_weighted_leak_loss_on_pair_scenes_only(tmp_path):
+    from stable_diffusion_chinese.training import stages
+
+    task = tiny_task(batch_size=4)
+
+    def with_data(kinds, **weights):
+        return type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, task.schedule,
+                          ShortCaptions(4, seed=0, kinds=kinds), seed=0, caption_dropout=0.0, **weights)
+    plain = fixed_loss(with_data({"pair": 1.0}), 1)
+    leaky = with_data({"pair": 1.0}, leak_weight=0.5)
+    total = fixed_loss(leaky, 1)
+    parts = leaky.last_parts
+    assert "binding" not in parts and 0.05 < parts["leak"] < 0.95 and parts["denoising"] == pytest.approx(plain, rel=1e-5)
+    assert total == pytest.approx(parts["denoising"] + 0.5 * parts["leak"], rel=1e-5)
+    singles = with_data({"single": 1.0}, leak_weight=0.5)                       # one object: nothing to leak to
+    fixed_loss(singles, 1)
+    assert "leak" not in singles.last_parts
+    with pytest.raises(ValueError, match="leak_weight"):
+        TrainConfig(leak_weight=-1)
+    with pytest.raises(ValueError, match="leak_weight is for the embedded model's scene data"):
+        stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(leak_weight=1.0), progress=False)

@@ -150,11 +150,15 @@ def test_evaluation_script_judges_one_kind_of_prompt(tmp_path):
 
     script = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_embedded.py"
     out = subprocess.run([sys.executable, str(script), "--source", "renders", "--kind", "pair", "--limit", "6",
-                          "--json", str(tmp_path / "rows.json")], capture_output=True, text=True, check=True).stdout
+                          "--json", str(tmp_path / "rows.json"), "--sheet", str(tmp_path / "sheet.png")],
+                         capture_output=True, text=True, check=True).stdout
     rows = json.loads((tmp_path / "rows.json").read_text(encoding="utf-8"))
     pairs = [p for p, s, _ in load_eval_set(EMBEDDED_WEIGHTS / "eval_prompts.json") if s.kind == "pair"][:6]
     assert [r["prompt"] for r in rows] == pairs
     assert all(r["both"] is True for r in rows) and re.search(r"^both +100\.0% +6 ", out, re.M)
+    assert re.search(r"^pair +6 +(100\.0%|-) ", out, re.M) and not re.search(r"^single ", out, re.M)   # by group
+    sheet = (tmp_path / "sheet.md").read_text(encoding="utf-8")
+    assert "source renders" in sheet and "both 6/6" in sheet and all(f"{i + 1}. {p}" in sheet for i, p in enumerate(pairs))
 
 
 def test_pair_failure_modes_sorts_detections_into_binding_failures(tmp_path):

@@ -13,7 +13,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from ..models.vae import to_diffusion_latents
-from .attention_maps import BindingTargets, CrossAttentionRecorder, binding_loss
+from .attention_maps import BindingTargets, CrossAttentionRecorder, binding_loss, leak_loss
 from .noise import NoiseSchedule, training_noise
 
 # ``purpose`` numbers that keep the per-step random streams apart
@@ -125,7 +125,7 @@ class DiffusionTask:
                  data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
                  train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0,
                  noise_offset: float = 0.0, reader: nn.Layer | None = None, reading_weight: float = 0.0,
-                 binding_weight: float = 0.0, binding_min_timestep: int = 0):
+                 binding_weight: float = 0.0, binding_min_timestep: int = 0, leak_weight: float = 0.0):
         """``reader`` (a ``scene_reader.SceneReader``) with ``reading_weight`` > 0 adds that times its scene-reading
         loss on the captions' encodings (the ones not dropped), so the text encoder keeps binding words while the
         UNet learns to use it; the data must then know its scenes (``SceneData``).
@@ -134,7 +134,9 @@ class DiffusionTask:
         each object word's attention should fall in its object's cells; it too needs scene data. Only samples
         noised to ``binding_min_timestep`` or more count: at lower noise the latents show where each colour
         is, so the maps can find "red" by its pixels instead of by its place (run 7, docs/embedded_model.md),
-        while at sampling time the layout is decided in the first, noisiest steps."""
+        while at sampling time the layout is decided in the first, noisiest steps. ``leak_weight`` > 0 adds that
+        times ``attention_maps.leak_loss`` (how much of an object's cells' attention goes to the other object's
+        words) on the same samples."""
         self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
         self.schedule, self.data, self.seed = schedule, data, int(seed)
         self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
@@ -145,10 +147,11 @@ class DiffusionTask:
         if self.reading_weight > 0 and (reader is None or not hasattr(data, "scenes")):
             raise ValueError("reading_weight > 0 needs a scene reader and scene data that knows its scenes")
         self.binding_weight, self.binding_min_timestep = float(binding_weight), int(binding_min_timestep)
+        self.leak_weight = float(leak_weight)
         self.recorder = None
-        if self.binding_weight > 0:
+        if self.binding_weight > 0 or self.leak_weight > 0:
             if not hasattr(data, "scenes"):
-                raise ValueError("binding_weight > 0 needs scene data that knows where its objects are")
+                raise ValueError("binding_weight / leak_weight > 0 need scene data that knows where its objects are")
             self.recorder = CrossAttentionRecorder(unet, detach=False)
         self.vae.eval()
         for p in self.vae.parameters():
@@ -206,17 +209,21 @@ class DiffusionTask:
             per_sample = ((prediction - target) ** 2).mean(axis=[1, 2, 3])
             weights = self.schedule.min_snr_weights(timesteps, self.snr_gamma).astype(np.float32)
             loss = (per_sample * paddle.to_tensor(weights)).mean()
-        if self.reading_weight <= 0 and self.binding_weight <= 0:
+        if self.reading_weight <= 0 and self.recorder is None:
             return loss
         self.last_parts = {"denoising": float(loss)}
         scenes = self.data.scenes(step // self.latent_reuse)[0]
-        if self.binding_weight > 0:
+        if self.recorder is not None:
             noisy_enough = [text if t >= self.binding_min_timestep else "" for text, t in zip(captions, timesteps)]
             targets = BindingTargets(self.tokenizer, scenes, noisy_enough, context.shape[1])
-            if not targets.empty:
+            if self.binding_weight > 0 and not targets.empty:
                 binding = binding_loss(self.recorder.maps, targets)
                 self.last_parts["binding"] = float(binding)
                 loss = loss + self.binding_weight * binding
+            if self.leak_weight > 0 and targets.has_rivals:
+                leak = leak_loss(self.recorder.maps, targets)
+                self.last_parts["leak"] = float(leak)
+                loss = loss + self.leak_weight * leak
             self.recorder.clear()
         if self.reading_weight <= 0 or dropped.all():   # no caption to read back
             return loss
