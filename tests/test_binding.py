@@ -168,6 +168,8 @@ def test_leak_loss_is_the_other_objects_share_of_the_attention_at_each_objects_c
     # cell 3 sees 3 of its own words and 蓝 (1 / 4), cell 5 sees 4 of its own and 红 (1 / 5)
     leak = float(leak_loss({"a": [paddle.to_tensor(swapped)]}, targets))
     assert leak == pytest.approx((0.25 + 0.2) / 2, rel=1e-4)
+    coarse = paddle.full([1, 4, 32], 1 / 32)                                    # 2x2: no position in the middle row
+    assert not cell_mask(3, 2).any() and float(leak_loss({"a": [coarse]}, targets)) == 0.0
     one = Scene((SceneObject("circle", "red", 3),), "single")
     alone = BindingTargets(tokenizer, [one, PAIR], ["左边是一个红色的圆形", ""], length=32)
     assert not alone.empty and not alone.has_rivals                            # nothing to leak to

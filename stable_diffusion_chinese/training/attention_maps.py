@@ -175,5 +175,5 @@ def leak_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets) -> 
             own, other, at = (paddle.to_tensor(a) for a in targets.rivals(int(round(attention.shape[1] ** 0.5))))
             leaked = (attention * other).sum(axis=-1)
             share = leaked / (leaked + (attention * own).sum(axis=-1) + 1e-8)
-            terms.append((share * at).sum() / at.sum())
+            terms.append((share * at).sum() / paddle.clip(at.sum(), min=1.0))   # 0, not NaN, if too coarse
     return paddle.add_n(terms) / len(terms)
