@@ -47,17 +47,12 @@ def main(argv=None) -> int:
 
     items = [item for item in load_eval_set(args.prompts) if args.kind in (None, item[1].kind)][: args.limit]
     make = _image_source(args)
-    tallies = {a: [0, 0] for a in ATTRIBUTES}
     rows, images, seconds = [], [], 0.0
     for prompt, scene, seed in items:
         started = time.perf_counter()
         image = make(prompt, scene, seed)
         seconds += time.perf_counter() - started
         verdict = judge(image, scene)
-        for attribute, ok in verdict.as_dict().items():
-            if ok is not None:
-                tallies[attribute][0] += bool(ok)
-                tallies[attribute][1] += 1
         rows.append({"prompt": prompt, "seed": seed, "scene": scene.to_dict(), **verdict.as_dict(),
                      "detected_style": verdict.detected_style,
                      "objects": [{"cell": o.cell, "shape": o.shape, "colour": o.colour, "area": o.area} for o in verdict.objects]})
@@ -66,7 +61,8 @@ def main(argv=None) -> int:
     steps, guidance = ("model default" if v is None else v for v in (args.steps, args.guidance))
     print(f"{len(items)} prompts, source={args.source}, model={args.model}, steps={steps}, guidance={guidance}")
     print(f"{'attribute':<12}{'accuracy':>10}{'n':>6}{'target':>8}")
-    for attribute, (right, total) in tallies.items():
+    for attribute in ATTRIBUTES:
+        right, total = _tally(rows, attribute)
         if total:
             target = f"{TARGETS[attribute]:.0%}" if attribute in TARGETS else "-"
             print(f"{attribute:<12}{right / total:>10.1%}{total:>6}{target:>8}")
@@ -130,6 +126,7 @@ def _hub_module(model: Path):
 
 
 def _tally(rows, attribute: str) -> tuple[int, int]:
+    """(right, judged) of one attribute over verdict rows; None verdicts (not asked for) are left out."""
     verdicts = [row[attribute] for row in rows if row[attribute] is not None]
     return sum(map(bool, verdicts)), len(verdicts)
 

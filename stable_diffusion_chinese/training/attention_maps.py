@@ -100,7 +100,6 @@ class BindingTargets:
 
     def __init__(self, tokenizer, scenes, captions: list[str], length: int):
         self.selected = np.zeros((len(captions), length), np.float32)
-        self._cells: list[tuple[int, int, tuple[int, ...]]] = []   # (row, token, cells)
         self._objects: list[tuple[int, list[int], tuple[int, ...]]] = []   # (row, its tokens, cells), per object
         for row, (scene, text) in enumerate(zip(scenes, captions)):
             mentions = object_mentions(scene, text) if text else None
@@ -108,10 +107,9 @@ class BindingTargets:
             if positions is None:
                 continue
             for chars, cells in mentions:
+                # the tokens not cut off by truncation
                 tokens = [positions[c] for c in chars if 0 <= positions[c] < length - len(tokenizer.suffix_ids)]
-                for token in tokens:   # the ones not cut off by truncation
-                    self.selected[row, token] = 1.0
-                    self._cells.append((row, token, cells))
+                self.selected[row, tokens] = 1.0
                 if tokens:
                     self._objects.append((row, tokens, cells))
         self._regions: dict[int, np.ndarray] = {}
@@ -119,13 +117,13 @@ class BindingTargets:
 
     @property
     def empty(self) -> bool:
-        return not self._cells
+        return not self._objects
 
     def region(self, side: int) -> np.ndarray:
         if side not in self._regions:
             region = np.zeros((self.selected.shape[0], side * side, self.selected.shape[1]), np.float32)
-            for row, token, cells in self._cells:
-                region[row, :, token] = np.any([cell_mask(c, side) for c in cells], axis=0)
+            for row, tokens, cells in self._objects:
+                region[row][:, tokens] = np.any([cell_mask(c, side) for c in cells], axis=0)[:, None]
             self._regions[side] = region
         return self._regions[side]
 
@@ -138,12 +136,12 @@ class BindingTargets:
             own, other = (np.zeros((shape[0], side * side, shape[1]), np.float32) for _ in range(2))
             at = np.zeros((shape[0], side * side), np.float32)
             for row, tokens, cells in self._objects:
-                words = {t for r, ts, _ in self._objects if r == row for t in ts}
-                if words == set(tokens):   # the only object its caption names: nothing to leak to
+                others = np.setdiff1d(np.nonzero(self.selected[row])[0], tokens)   # the other objects' words
+                if not others.size:   # the only object its caption names: nothing to leak to
                     continue
                 inside = np.any([cell_mask(c, side) for c in cells], axis=0)
                 own[row][np.ix_(inside, tokens)] = 1.0
-                other[row][np.ix_(inside, sorted(words - set(tokens)))] = 1.0
+                other[row][np.ix_(inside, others)] = 1.0
                 at[row, inside] = 1.0
             self._rivals[side] = own, other, at
         return self._rivals[side]

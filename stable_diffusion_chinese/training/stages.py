@@ -295,7 +295,7 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
     from ..pipelines.loading import load_components
 
     for name in ("reading_weight", "binding_weight", "leak_weight"):
-        if getattr(config, name) > 0:   # both need the scene each picture shows; a user's folder has none
+        if getattr(config, name) > 0:   # each needs the scene a picture shows; a user's folder has none
             raise ValueError(f"{name} is for the embedded model's scene data; fine-tuning on a folder of pictures "
                              "cannot use it (leave it at 0)")
 
