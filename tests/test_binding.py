@@ -4,7 +4,8 @@ import numpy as np
 import paddle
 import pytest
 
-from stable_diffusion_chinese.scenes.captions import COLOUR_WORDS, SHAPE_WORDS, TRADITIONAL, caption, object_mentions
+from stable_diffusion_chinese.scenes.captions import (COLOUR_WORDS, SHAPE_WORDS, TRADITIONAL, background_mention, caption,
+                                                      object_mentions)
 from stable_diffusion_chinese.scenes.sampling import sample_scene
 from stable_diffusion_chinese.scenes.world import Scene, SceneObject
 from stable_diffusion_chinese.training import SceneData, TrainConfig, Trainer
@@ -178,6 +179,38 @@ def test_leak_loss_is_the_other_objects_share_of_the_attention_at_each_objects_c
     assert not at[0].any() and at[1].sum() == 12 and other[1].sum() == 6 * 5 + 6 * 4
 
 
+def test_background_leak_is_the_object_words_share_against_the_background_word_in_empty_cells():
+    tokenizer = load_tokenizer(EMBEDDED_DIR)
+    text = "左边是红色的圆形，右边是蓝色的三角形，黄色背景"
+    assert background_mention(PAIR, text) == [text.index("黄"), text.index("黄") + 1]
+    assert background_mention(PAIR, "背景是黄色，左边是红色的圆形，右边是蓝色的三角形") == [3, 4]
+    assert background_mention(Scene(PAIR.objects, "pair"), "左边是红色的圆形，右边是蓝色的三角形") == []
+    targets = BindingTargets(tokenizer, [PAIR], [text], length=32)
+    yellow = [text.index("黄") + 1, text.index("黄") + 2]                      # + 1: the [CLS] token
+    words = list(np.nonzero(targets.selected[0])[0])
+    assert targets.has_background and len(words) == 9
+    side = 8
+    empty = ~(cell_mask(3, side) | cell_mask(5, side))
+    own, other, at = targets.background_rivals(side)
+    assert (at[0] == empty).all() and own[0].sum() == empty.sum() * 2 and other[0].sum() == empty.sum() * 9
+    clean = np.full((1, side * side, 32), 1e-3, np.float32)                    # pads and other words: ignored
+    clean[0][:, words] = 0.0
+    clean[0][np.ix_(cell_mask(3, side), words[:4])] = 1.0
+    clean[0][np.ix_(cell_mask(5, side), words[4:])] = 1.0
+    clean[0][:, yellow] = empty[:, None]
+    maps = {"a": [paddle.to_tensor(clean)]}
+    assert float(leak_loss(maps, targets, background=True)) == pytest.approx(0.0, abs=1e-6)
+    assert float(leak_loss(maps, targets)) == pytest.approx(0.0, abs=1e-6)   # the objects' cells: no leak either
+    uniform = {"a": [paddle.full([1, side * side, 32], 1 / 32)]}
+    assert float(leak_loss(uniform, targets, background=True)) == pytest.approx(9 / 11, rel=1e-5)
+    extra = clean.copy()
+    extra[0][np.ix_(cell_mask(0, side), words[1:4])] = 1.0                    # 色圆形 seen in an empty cell too
+    share = 3 / 5 * cell_mask(0, side).sum() / empty.sum()
+    assert float(leak_loss({"a": [paddle.to_tensor(extra)]}, targets, background=True)) == pytest.approx(share, rel=1e-4)
+    unnamed = BindingTargets(tokenizer, [Scene(PAIR.objects, "pair")], ["左边是红色的圆形，右边是蓝色的三角形"], length=32)
+    assert not unnamed.empty and not unnamed.has_background and not unnamed.background_rivals(side)[2].any()
+
+
 class ShortCaptions(SceneData):
     """Captions that fit the tiny text encoder's 16 positions: "红圆，蓝三角" (bare colour + shortest shape word)."""
 
@@ -207,3 +240,60 @@ def test_diffusion_loss_adds_the_weighted_leak_loss_on_pair_scenes_only(tmp_path
         TrainConfig(leak_weight=-1)
     with pytest.raises(ValueError, match="leak_weight is for the embedded model's scene data"):
         stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(leak_weight=1.0), progress=False)
+
+
+class NamedBackgrounds(ShortCaptions):
+    """ShortCaptions that also name the background, when a scene has one: "红圆，黄背景"."""
+
+    def captions(self, index, variant):
+        scenes = self.scenes(index)[0]
+        return [text + (f"，{COLOUR_WORDS[scene.background][1]}背景" if scene.background else "")
+                for text, scene in zip(super().captions(index, variant), scenes)]
+
+
+def test_diffusion_loss_adds_the_weighted_background_leak_loss_where_the_background_is_named(tmp_path):
+    from stable_diffusion_chinese.training import stages
+
+    task = tiny_task(batch_size=4)
+
+    def with_data(data, **weights):
+        return type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, task.schedule, data, seed=0,
+                          caption_dropout=0.0, **weights)
+    data = NamedBackgrounds(4, seed=0, kinds={"single": 1.0})
+    assert any(scene.background for scene in data.scenes(1)[0])
+    plain = fixed_loss(with_data(data), 1)
+    leaky = with_data(data, background_leak_weight=0.5)
+    total = fixed_loss(leaky, 1)
+    parts = leaky.last_parts
+    assert "leak" not in parts and 0.05 < parts["background_leak"] < 0.95
+    assert parts["denoising"] == pytest.approx(plain, rel=1e-5)
+    assert total == pytest.approx(parts["denoising"] + 0.5 * parts["background_leak"], rel=1e-5)
+    unnamed = with_data(ShortCaptions(4, seed=0, kinds={"single": 1.0}), background_leak_weight=0.5)
+    fixed_loss(unnamed, 1)                                                       # no background word to compare with
+    assert "background_leak" not in unnamed.last_parts
+    with pytest.raises(ValueError, match="background_leak_weight"):
+        TrainConfig(background_leak_weight=-1)
+    with pytest.raises(ValueError, match="background_leak_weight is for the embedded model's scene data"):
+        stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(background_leak_weight=1.0), progress=False)
+
+
+def test_leak_loss_with_position_words_counts_the_other_objects_position_words_as_a_leak():
+    tokenizer = load_tokenizer(EMBEDDED_DIR)
+    text = "左边是红色的圆形，右边是蓝色的三角形，黄色背景"
+    plain = BindingTargets(tokenizer, [PAIR], [text], length=32)
+    targets = BindingTargets(tokenizer, [PAIR], [text], length=32, position_words=True)
+    assert (targets.selected == plain.selected).all()                          # the binding loss is unchanged
+    left, right = [text.index("左") + 1, text.index("左") + 2], [text.index("右") + 1, text.index("右") + 2]
+    side = 8
+    own, other, at = targets.rivals(side)
+    assert own[0][cell_mask(3, side)][:, left].all() and other[0][cell_mask(3, side)][:, right].all()
+    assert own[0][cell_mask(5, side)][:, right].all() and other[0][cell_mask(5, side)][:, left].all()
+    words = list(np.nonzero(plain.selected[0])[0])
+    maps = np.full((1, side * side, 32), 1e-3, np.float32)
+    maps[0][np.ix_(cell_mask(3, side), words[:4])] = 1.0
+    maps[0][np.ix_(cell_mask(5, side), words[4:])] = 1.0
+    maps[0][np.ix_(cell_mask(3, side), right)] = 1.0                            # 右边 seen at the left object
+    maps = {"a": [paddle.to_tensor(maps)]}
+    assert float(leak_loss(maps, plain)) == pytest.approx(0.0, abs=1e-2)        # the object words alone: no leak
+    # cell 3: 2 of its 6 words are the other's (右边 against 红色圆形); cell 5: only its own -- over 6 + 6 positions
+    assert float(leak_loss(maps, targets)) == pytest.approx((2 / 6) / 2, rel=1e-2)

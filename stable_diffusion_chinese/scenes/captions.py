@@ -140,7 +140,27 @@ _SIMPLIFIED = {ord(t): chr(s) for s, t in TRADITIONAL.items()}
 _COLOUR_OF = {form: name for name, (forms, bare) in COLOUR_WORDS.items() for form in (*forms, bare)}
 _SHAPE_OF = {word: name for name, words in SHAPE_WORDS.items() for word in words}
 # longest first, so 粉红色 is pink (not 红色 after 粉) and 三角形 is one shape word
+_POSITION_OF = {word: cell for cell, words in enumerate(POSITION_WORDS) for word in words}
+_POSITION = re.compile("|".join(sorted(map(re.escape, _POSITION_OF), key=len, reverse=True)))
 _MENTION = re.compile("|".join(sorted(map(re.escape, {**_COLOUR_OF, **_SHAPE_OF}), key=len, reverse=True)))
+
+
+def _words(text: str):
+    """(colour or shape word, simplified, and its character positions) for each such word of ``text``."""
+    for match in _MENTION.finditer(text.translate(_SIMPLIFIED)):
+        yield match.group(), list(range(match.start(), match.end()))
+
+
+def background_mention(scene: Scene, text: str) -> list[int]:
+    """Character positions of the colour word(s) of ``text`` that name ``scene``'s background (none if the
+    background is not named)."""
+    return [c for word, span in _words(text) if _COLOUR_OF.get(word, "") == scene.background for c in span]
+
+
+def position_mentions(text: str) -> list[tuple[list[int], int]]:
+    """(character positions, cell) of each position word of ``text`` (左上角 -> cell 0, ...)."""
+    return [(list(range(m.start(), m.end())), _POSITION_OF[m.group()])
+            for m in _POSITION.finditer(text.translate(_SIMPLIFIED))]
 
 
 def object_mentions(scene: Scene, text: str) -> list[tuple[list[int], tuple[int, ...]]] | None:
@@ -152,12 +172,11 @@ def object_mentions(scene: Scene, text: str) -> list[tuple[list[int], tuple[int,
     (no object has it: world.MIN_BACKGROUND_CONTRAST)."""
     groups = [scene.objects] if scene.kind == "count" else [(o,) for o in scene.objects]
     colours, shapes = [], []
-    for match in _MENTION.finditer(text.translate(_SIMPLIFIED)):
-        span = list(range(match.start(), match.end()))
-        if match.group() in _SHAPE_OF:
-            shapes.append((_SHAPE_OF[match.group()], span))
-        elif _COLOUR_OF[match.group()] != scene.background:
-            colours.append((_COLOUR_OF[match.group()], span))
+    for word, span in _words(text):
+        if word in _SHAPE_OF:
+            shapes.append((_SHAPE_OF[word], span))
+        elif _COLOUR_OF[word] != scene.background:
+            colours.append((_COLOUR_OF[word], span))
     if len(colours) != len(groups) or len(shapes) != len(groups):
         return None
     mentions = []

@@ -19,6 +19,15 @@ of each object:
     L_leak = mean over such q and layers of  sum_{k in W_i, i != j} A[q, k] / sum_{k in W_1 ∪ W_2} A[q, k]
 
 linear in the share, so a leak of a few per cent still has the full gradient (a square would fade near 0).
+
+With ``background=True`` the same share is taken the other way round in the cells no object holds, when the
+caption names the background's colour (B, its colour word): there the object words have no business at all,
+and a share of them is how an extra object of the background's colour gets drawn (the named-background
+failures in docs/embedded_model.md):
+
+    L_bg = mean over positions q in empty cells and layers of  sum_{k in W} A[q, k] / sum_{k in W ∪ B} A[q, k]
+
+(not at the objects' cells: part of a cell is background, so the colour word belongs there too).
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import paddle
 import paddle.nn.functional as F
 
 from ..models.attention_ops import split_heads
-from ..scenes.captions import object_mentions
+from ..scenes.captions import background_mention, object_mentions, position_mentions
 from ..scenes.world import GRID
 
 
@@ -96,24 +105,35 @@ class BindingTargets:
     """For a batch of captions: which tokens name an object, and for each map side the cells they should be seen in.
 
     ``selected`` [B, L]: 1 at the tokens of object words; ``region(side)`` [B, side*side, L]: 1 where a query
-    position lies in the cells of the object that token names."""
+    position lies in the cells of the object that token names. With ``position_words`` the words naming an
+    object's cell (左边, ...) count as that object's in ``rivals`` (not in ``selected``): the text encoder mixes
+    the second object's colour into its position words (docs/embedded_model.md, "Where pairs fail")."""
 
-    def __init__(self, tokenizer, scenes, captions: list[str], length: int):
+    def __init__(self, tokenizer, scenes, captions: list[str], length: int, position_words: bool = False):
         self.selected = np.zeros((len(captions), length), np.float32)
         self._objects: list[tuple[int, list[int], tuple[int, ...]]] = []   # (row, its tokens, cells), per object
+        self._places: list[list[int]] = []                                # per object: its position words' tokens
+        self._background: dict[int, list[int]] = {}                       # row -> tokens naming its background
+        last = length - len(tokenizer.suffix_ids)
         for row, (scene, text) in enumerate(zip(scenes, captions)):
             mentions = object_mentions(scene, text) if text else None
             positions = caption_token_positions(tokenizer, text) if mentions else None
             if positions is None:
                 continue
+            places = position_mentions(text) if position_words else []
             for chars, cells in mentions:
-                # the tokens not cut off by truncation
-                tokens = [positions[c] for c in chars if 0 <= positions[c] < length - len(tokenizer.suffix_ids)]
+                tokens = [positions[c] for c in chars if 0 <= positions[c] < last]   # not cut off by truncation
                 self.selected[row, tokens] = 1.0
                 if tokens:
                     self._objects.append((row, tokens, cells))
+                    self._places.append([positions[c] for span, cell in places if cell in cells for c in span
+                                         if 0 <= positions[c] < last])
+            if self._objects and self._objects[-1][0] == row:
+                self._background[row] = [positions[c] for c in background_mention(scene, text)
+                                         if 0 <= positions[c] < last]
         self._regions: dict[int, np.ndarray] = {}
         self._rivals: dict[int, tuple[np.ndarray, ...]] = {}
+        self._background_rivals: dict[int, tuple[np.ndarray, ...]] = {}
 
     @property
     def empty(self) -> bool:
@@ -129,14 +149,18 @@ class BindingTargets:
 
     def rivals(self, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows naming two or more objects: ``own`` / ``other`` [B, side*side, L], 1 where a position in an
-        object's cells meets that object's tokens / another object's tokens; ``at`` [B, side*side], 1 at
+        object's cells meets that object's tokens / another object's tokens (with ``position_words``, each
+        counting its position words); ``at`` [B, side*side], 1 at
         those positions. All zero for other rows."""
         if side not in self._rivals:
             shape = self.selected.shape
             own, other = (np.zeros((shape[0], side * side, shape[1]), np.float32) for _ in range(2))
             at = np.zeros((shape[0], side * side), np.float32)
-            for row, tokens, cells in self._objects:
-                others = np.setdiff1d(np.nonzero(self.selected[row])[0], tokens)   # the other objects' words
+            words = [tokens + places for (_, tokens, _), places in zip(self._objects, self._places)]
+            for index, (row, _, cells) in enumerate(self._objects):
+                tokens = words[index]
+                others = np.setdiff1d([t for i, (r, _, _) in enumerate(self._objects) if r == row and i != index
+                                       for t in words[i]], tokens).astype(int)   # the other objects' words
                 if not others.size:   # the only object its caption names: nothing to leak to
                     continue
                 inside = np.any([cell_mask(c, side) for c in cells], axis=0)
@@ -149,6 +173,29 @@ class BindingTargets:
     @property
     def has_rivals(self) -> bool:
         return len({row for row, _, _ in self._objects}) < len(self._objects)
+
+    def background_rivals(self, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``rivals`` for the background: for rows whose caption names the background's colour, ``own`` /
+        ``other`` 1 where a position in a cell no object holds meets the background's colour word / any
+        object word, ``at`` 1 at those positions. All zero for other rows."""
+        if side not in self._background_rivals:
+            shape = self.selected.shape
+            own, other = (np.zeros((shape[0], side * side, shape[1]), np.float32) for _ in range(2))
+            at = np.zeros((shape[0], side * side), np.float32)
+            for row, tokens in self._background.items():
+                if not tokens:
+                    continue
+                held = [c for r, _, cells in self._objects if r == row for c in cells]
+                empty = ~np.any([cell_mask(c, side) for c in held], axis=0)
+                own[row][np.ix_(empty, tokens)] = 1.0
+                other[row][np.ix_(empty, np.nonzero(self.selected[row])[0])] = 1.0
+                at[row, empty] = 1.0
+            self._background_rivals[side] = own, other, at
+        return self._background_rivals[side]
+
+    @property
+    def has_background(self) -> bool:
+        return any(self._background.values())
 
 
 def binding_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets) -> paddle.Tensor:
@@ -164,13 +211,15 @@ def binding_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets) 
     return paddle.add_n(terms) / len(terms)
 
 
-def leak_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets) -> paddle.Tensor:
-    """The other object's share of the object words' attention at an object's cells (module docstring),
+def leak_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets, background: bool = False) -> paddle.Tensor:
+    """The other object's share of the object words' attention at an object's cells (module docstring), or
+    with ``background`` the object words' share against the background's colour word in the empty cells;
     averaged over those positions and every recorded map."""
+    rivals = targets.background_rivals if background else targets.rivals
     terms = []
     for calls in maps.values():
         for attention in calls:   # [B, side*side, L]
-            own, other, at = (paddle.to_tensor(a) for a in targets.rivals(int(round(attention.shape[1] ** 0.5))))
+            own, other, at = (paddle.to_tensor(a) for a in rivals(int(round(attention.shape[1] ** 0.5))))
             leaked = (attention * other).sum(axis=-1)
             share = leaked / (leaked + (attention * own).sum(axis=-1) + 1e-8)
             terms.append((share * at).sum() / paddle.clip(at.sum(), min=1.0))   # 0, not NaN, if too coarse

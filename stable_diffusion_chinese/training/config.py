@@ -37,6 +37,8 @@ class TrainConfig:
     binding_weight: float = 0.0       # + this x the cross-attention binding loss (training/attention_maps.py)
     binding_min_timestep: int = 0     # ... on the samples noised to at least this timestep
     leak_weight: float = 0.0          # + this x the cross-attention leak loss (attention_maps.leak_loss), same samples
+    background_leak_weight: float = 0.0   # + this x leak_loss(background=True): object words in the empty cells
+    leak_position_words: bool = False     # the leak loss counts the words naming an object's cell as its words
     unet_config: str = ""             # with --init-from: grow its UNet into this config.json (models.grow_unet)
     # text-reading stage
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
@@ -58,7 +60,8 @@ class TrainConfig:
             raise ValueError("decay_steps is the final decay of the 'constant' schedule; 'cosine' decays all along")
         if self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be >= 0 (0 disables Min-SNR weighting), got {self.snr_gamma}")
-        for name in ("reading_weight", "anchor_weight", "binding_weight", "leak_weight", "edge_weight"):
+        for name in ("reading_weight", "anchor_weight", "binding_weight", "leak_weight", "background_leak_weight",
+                     "edge_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}")
         if self.binding_min_timestep < 0:

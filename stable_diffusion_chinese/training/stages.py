@@ -166,7 +166,8 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
                          train_text_encoder=config.train_text_encoder, snr_gamma=config.snr_gamma,
                          noise_offset=config.noise_offset, reader=reader, reading_weight=config.reading_weight,
                          binding_weight=config.binding_weight, binding_min_timestep=config.binding_min_timestep,
-                         leak_weight=config.leak_weight)
+                         leak_weight=config.leak_weight, background_leak_weight=config.background_leak_weight,
+                         leak_position_words=config.leak_position_words)
     return Trainer(task, config, run_dir / "diffusion")
 
 
@@ -294,7 +295,7 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
     """Fine-tune a loaded pipeline (the embedded one or a full-size one) on a folder + metadata.jsonl."""
     from ..pipelines.loading import load_components
 
-    for name in ("reading_weight", "binding_weight", "leak_weight"):
+    for name in ("reading_weight", "binding_weight", "leak_weight", "background_leak_weight"):
         if getattr(config, name) > 0:   # each needs the scene a picture shows; a user's folder has none
             raise ValueError(f"{name} is for the embedded model's scene data; fine-tuning on a folder of pictures "
                              "cannot use it (leave it at 0)")

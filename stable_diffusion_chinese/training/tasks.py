@@ -125,7 +125,8 @@ class DiffusionTask:
                  data, *, seed: int, caption_dropout: float = 0.1, latent_reuse: int = 1,
                  train_text_encoder: bool = True, max_length: int | None = None, snr_gamma: float = 0.0,
                  noise_offset: float = 0.0, reader: nn.Layer | None = None, reading_weight: float = 0.0,
-                 binding_weight: float = 0.0, binding_min_timestep: int = 0, leak_weight: float = 0.0):
+                 binding_weight: float = 0.0, binding_min_timestep: int = 0, leak_weight: float = 0.0,
+                 background_leak_weight: float = 0.0, leak_position_words: bool = False):
         """``reader`` (a ``scene_reader.SceneReader``) with ``reading_weight`` > 0 adds that times its scene-reading
         loss on the captions' encodings (the ones not dropped), so the text encoder keeps binding words while the
         UNet learns to use it; the data must then know its scenes (``SceneData``).
@@ -136,7 +137,9 @@ class DiffusionTask:
         is, so the maps can find "red" by its pixels instead of by its place (run 7, docs/embedded_model.md),
         while at sampling time the layout is decided in the first, noisiest steps. ``leak_weight`` > 0 adds that
         times ``attention_maps.leak_loss`` (how much of an object's cells' attention goes to the other object's
-        words) on the same samples."""
+        words) on the same samples, ``background_leak_weight`` > 0 that times ``leak_loss(background=True)`` (the
+        object words' share against the background's colour word in the cells no object holds); with
+        ``leak_position_words`` the leak loss counts an object's position words among its words."""
         self.unet, self.text_encoder, self.vae, self.tokenizer = unet, text_encoder, vae, tokenizer
         self.schedule, self.data, self.seed = schedule, data, int(seed)
         self.caption_dropout, self.latent_reuse = float(caption_dropout), int(latent_reuse)
@@ -147,11 +150,13 @@ class DiffusionTask:
         if self.reading_weight > 0 and (reader is None or not hasattr(data, "scenes")):
             raise ValueError("reading_weight > 0 needs a scene reader and scene data that knows its scenes")
         self.binding_weight, self.binding_min_timestep = float(binding_weight), int(binding_min_timestep)
-        self.leak_weight = float(leak_weight)
+        self.leak_weight, self.background_leak_weight = float(leak_weight), float(background_leak_weight)
+        self.leak_position_words = bool(leak_position_words)
         self.recorder = None
-        if self.binding_weight > 0 or self.leak_weight > 0:
+        if self.binding_weight > 0 or self.leak_weight > 0 or self.background_leak_weight > 0:
             if not hasattr(data, "scenes"):
-                raise ValueError("binding_weight / leak_weight > 0 need scene data that knows where its objects are")
+                raise ValueError("binding_weight / leak_weight / background_leak_weight > 0 need scene data that "
+                                 "knows where its objects are")
             self.recorder = CrossAttentionRecorder(unet, detach=False)
         self.vae.eval()
         for p in self.vae.parameters():
@@ -215,7 +220,8 @@ class DiffusionTask:
         scenes = self.data.scenes(step // self.latent_reuse)[0]
         if self.recorder is not None:
             noisy_enough = [text if t >= self.binding_min_timestep else "" for text, t in zip(captions, timesteps)]
-            targets = BindingTargets(self.tokenizer, scenes, noisy_enough, context.shape[1])
+            targets = BindingTargets(self.tokenizer, scenes, noisy_enough, context.shape[1],
+                                     position_words=self.leak_position_words)
             if self.binding_weight > 0 and not targets.empty:
                 binding = binding_loss(self.recorder.maps, targets)
                 self.last_parts["binding"] = float(binding)
@@ -224,6 +230,10 @@ class DiffusionTask:
                 leak = leak_loss(self.recorder.maps, targets)
                 self.last_parts["leak"] = float(leak)
                 loss = loss + self.leak_weight * leak
+            if self.background_leak_weight > 0 and targets.has_background:
+                leak = leak_loss(self.recorder.maps, targets, background=True)
+                self.last_parts["background_leak"] = float(leak)
+                loss = loss + self.background_leak_weight * leak
             self.recorder.clear()
         if self.reading_weight <= 0 or dropped.all():   # no caption to read back
             return loss
