@@ -46,6 +46,11 @@ def cell_mask(cell: int, side: int) -> np.ndarray:
     return ((band[:, None] == cell // GRID) & (band[None, :] == cell % GRID)).reshape(-1)
 
 
+def cells_mask(cells, side: int) -> np.ndarray:
+    """[side * side] booleans: the map positions in any of ``cells``."""
+    return np.any([cell_mask(c, side) for c in cells], axis=0)
+
+
 class CrossAttentionRecorder:
     """Collects, per named ``attn2`` layer, the head-averaged maps [rows, queries, keys] of the last ``rows``
     batch rows (all rows: ``rows=None``). The maps are recomputed from the layer's own ``to_q`` / ``to_k`` in
@@ -111,8 +116,8 @@ class BindingTargets:
 
     def __init__(self, tokenizer, scenes, captions: list[str], length: int, position_words: bool = False):
         self.selected = np.zeros((len(captions), length), np.float32)
-        self._objects: list[tuple[int, list[int], tuple[int, ...]]] = []   # (row, its tokens, cells), per object
-        self._places: list[list[int]] = []                                # per object: its position words' tokens
+        # per object: (row, its colour and shape tokens, its cells, its position words' tokens)
+        self._objects: list[tuple[int, list[int], tuple[int, ...], list[int]]] = []
         self._background: dict[int, list[int]] = {}                       # row -> tokens naming its background
         last = length - len(tokenizer.suffix_ids)
         for row, (scene, text) in enumerate(zip(scenes, captions)):
@@ -120,20 +125,20 @@ class BindingTargets:
             positions = caption_token_positions(tokenizer, text) if mentions else None
             if positions is None:
                 continue
+
+            def kept(chars):   # the tokens of these characters not cut off by truncation
+                return [positions[c] for c in chars if 0 <= positions[c] < last]
             places = position_mentions(text) if position_words else []
             for chars, cells in mentions:
-                tokens = [positions[c] for c in chars if 0 <= positions[c] < last]   # not cut off by truncation
+                tokens = kept(chars)
                 self.selected[row, tokens] = 1.0
                 if tokens:
-                    self._objects.append((row, tokens, cells))
-                    self._places.append([positions[c] for span, cell in places if cell in cells for c in span
-                                         if 0 <= positions[c] < last])
+                    self._objects.append((row, tokens, cells,
+                                          kept([c for span, cell in places if cell in cells for c in span])))
             if self._objects and self._objects[-1][0] == row:
-                self._background[row] = [positions[c] for c in background_mention(scene, text)
-                                         if 0 <= positions[c] < last]
+                self._background[row] = kept(background_mention(scene, text))
         self._regions: dict[int, np.ndarray] = {}
-        self._rivals: dict[int, tuple[np.ndarray, ...]] = {}
-        self._background_rivals: dict[int, tuple[np.ndarray, ...]] = {}
+        self._rivals: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}
 
     @property
     def empty(self) -> bool:
@@ -142,56 +147,57 @@ class BindingTargets:
     def region(self, side: int) -> np.ndarray:
         if side not in self._regions:
             region = np.zeros((self.selected.shape[0], side * side, self.selected.shape[1]), np.float32)
-            for row, tokens, cells in self._objects:
-                region[row][:, tokens] = np.any([cell_mask(c, side) for c in cells], axis=0)[:, None]
+            for row, tokens, cells, _ in self._objects:
+                region[row][:, tokens] = cells_mask(cells, side)[:, None]
             self._regions[side] = region
         return self._regions[side]
 
     def rivals(self, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows naming two or more objects: ``own`` / ``other`` [B, side*side, L], 1 where a position in an
         object's cells meets that object's tokens / another object's tokens (with ``position_words``, each
-        counting its position words); ``at`` [B, side*side], 1 at
-        those positions. All zero for other rows."""
-        if side not in self._rivals:
-            shape = self.selected.shape
-            own, other = (np.zeros((shape[0], side * side, shape[1]), np.float32) for _ in range(2))
-            at = np.zeros((shape[0], side * side), np.float32)
-            words = [tokens + places for (_, tokens, _), places in zip(self._objects, self._places)]
-            for index, (row, _, cells) in enumerate(self._objects):
-                tokens = words[index]
-                others = np.setdiff1d([t for i, (r, _, _) in enumerate(self._objects) if r == row and i != index
-                                       for t in words[i]], tokens).astype(int)   # the other objects' words
-                if not others.size:   # the only object its caption names: nothing to leak to
-                    continue
-                inside = np.any([cell_mask(c, side) for c in cells], axis=0)
-                own[row][np.ix_(inside, tokens)] = 1.0
-                other[row][np.ix_(inside, others)] = 1.0
-                at[row, inside] = 1.0
-            self._rivals[side] = own, other, at
-        return self._rivals[side]
+        counting its position words); ``at`` [B, side*side], 1 at those positions. All zero for other rows."""
+        if ("objects", side) not in self._rivals:
+            everyone: dict[int, list[int]] = {}
+            for row, tokens, _, places in self._objects:
+                everyone.setdefault(row, []).extend(tokens + places)
+            entries = []
+            for row, tokens, cells, places in self._objects:
+                others = np.setdiff1d(everyone[row], tokens + places)   # the other objects' words
+                if others.size:   # else the only object its caption names: nothing to leak to
+                    entries.append((row, cells_mask(cells, side), tokens + places,
+                                    others))
+            self._rivals["objects", side] = self._mask_entries(side, entries)
+        return self._rivals["objects", side]
 
     @property
     def has_rivals(self) -> bool:
-        return len({row for row, _, _ in self._objects}) < len(self._objects)
+        return len({row for row, *_ in self._objects}) < len(self._objects)
 
     def background_rivals(self, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``rivals`` for the background: for rows whose caption names the background's colour, ``own`` /
         ``other`` 1 where a position in a cell no object holds meets the background's colour word / any
         object word, ``at`` 1 at those positions. All zero for other rows."""
-        if side not in self._background_rivals:
-            shape = self.selected.shape
-            own, other = (np.zeros((shape[0], side * side, shape[1]), np.float32) for _ in range(2))
-            at = np.zeros((shape[0], side * side), np.float32)
+        if ("background", side) not in self._rivals:
+            entries = []
             for row, tokens in self._background.items():
-                if not tokens:
-                    continue
-                held = [c for r, _, cells in self._objects if r == row for c in cells]
-                empty = ~np.any([cell_mask(c, side) for c in held], axis=0)
-                own[row][np.ix_(empty, tokens)] = 1.0
-                other[row][np.ix_(empty, np.nonzero(self.selected[row])[0])] = 1.0
-                at[row, empty] = 1.0
-            self._background_rivals[side] = own, other, at
-        return self._background_rivals[side]
+                if tokens:
+                    held = [c for r, _, cells, _ in self._objects if r == row for c in cells]
+                    entries.append((row, ~cells_mask(held, side), tokens,
+                                    np.nonzero(self.selected[row])[0]))
+            self._rivals["background", side] = self._mask_entries(side, entries)
+        return self._rivals["background", side]
+
+    def _mask_entries(self, side: int, entries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``own`` / ``other`` [B, side*side, L] and ``at`` [B, side*side] from (row, positions, own tokens,
+        other tokens) entries: 1 where those positions meet those tokens / at those positions, 0 elsewhere."""
+        batch, length = self.selected.shape
+        own, other = (np.zeros((batch, side * side, length), np.float32) for _ in range(2))
+        at = np.zeros((batch, side * side), np.float32)
+        for row, where, mine, theirs in entries:
+            own[row][np.ix_(where, mine)] = 1.0
+            other[row][np.ix_(where, theirs)] = 1.0
+            at[row, where] = 1.0
+        return own, other, at
 
     @property
     def has_background(self) -> bool:
@@ -211,7 +217,8 @@ def binding_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets) 
     return paddle.add_n(terms) / len(terms)
 
 
-def leak_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets, background: bool = False) -> paddle.Tensor:
+def leak_loss(maps: dict[str, list[paddle.Tensor]], targets: BindingTargets,
+              background: bool = False) -> paddle.Tensor:
     """The other object's share of the object words' attention at an object's cells (module docstring), or
     with ``background`` the object words' share against the background's colour word in the empty cells;
     averaged over those positions and every recorded map."""
