@@ -297,3 +297,53 @@ def test_leak_loss_with_position_words_counts_the_other_objects_position_words_a
     assert float(leak_loss(maps, plain)) == pytest.approx(0.0, abs=1e-2)        # the object words alone: no leak
     # cell 3: 2 of its 6 words are the other's (右边 against 红色圆形); cell 5: only its own -- over 6 + 6 positions
     assert float(leak_loss(maps, targets)) == pytest.approx((2 / 6) / 2, rel=1e-2)
+
+
+def test_object_weight_counts_the_denoising_error_in_the_objects_cells_that_many_times(tmp_path):
+    from stable_diffusion_chinese.training import stages
+    from stable_diffusion_chinese.training.tasks import object_weights, weighted_mse
+
+    weights = object_weights([PAIR], 16, 3.0)
+    inside = (cell_mask(3, 16) | cell_mask(5, 16)).reshape(16, 16)
+    assert weights.shape == (1, 1, 16, 16) and (weights[0, 0][inside] == 3.0).all() and (weights[0, 0][~inside] == 1.0).all()
+
+    rng = np.random.default_rng(0)
+    prediction, target = rng.standard_normal((2, 4, 16, 16)), rng.standard_normal((2, 4, 16, 16))
+    prediction[1][:, inside] += 2.0                                        # sample 1 is wrong mostly in the cells
+    positions = np.concatenate([weights, weights])
+    error = ((prediction - target) ** 2).mean(1, keepdims=True)
+    expected = (error * positions).sum((1, 2, 3)) / positions.sum((1, 2, 3))
+    as_tensor = lambda a: paddle.to_tensor(a.astype(np.float32))
+    got = weighted_mse(as_tensor(prediction), as_tensor(target), as_tensor(positions)).numpy()
+    plain = weighted_mse(as_tensor(prediction), as_tensor(target), None).numpy()
+    assert got == pytest.approx(expected, rel=1e-5) and plain == pytest.approx(error.mean((1, 2, 3)), rel=1e-5)
+    assert got[1] > 1.2 * plain[1]
+
+    task = tiny_task(batch_size=4)
+    task.caption_dropout = 0.0
+    seen = {}
+    task.unet.register_forward_post_hook(lambda layer, inputs, output: seen.update(prediction=output))
+
+    class Recorded:                                                        # the schedule, noting each target it gives
+        def __getattr__(self, name):
+            return getattr(task.schedule, name)
+
+        def target(self, *args):
+            seen["target"] = task.schedule.target(*args)
+            return seen["target"]
+
+    weighted = type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, Recorded(), task.data, seed=0,
+                          caption_dropout=0.0, latent_reuse=task.latent_reuse, object_weight=3.0)
+    total = fixed_loss(weighted, 1)
+    scenes = task.data.scenes(0)[0]
+    error = ((seen["prediction"] - seen["target"]) ** 2).numpy().mean(1, keepdims=True)
+    positions = object_weights(scenes, error.shape[-1], 3.0)
+    assert total == pytest.approx(float(((error * positions).sum((1, 2, 3)) / positions.sum((1, 2, 3))).mean()), rel=1e-5)
+    assert total != pytest.approx(fixed_loss(task, 1), rel=1e-3)
+    with pytest.raises(ValueError, match="object_weight"):
+        TrainConfig(object_weight=0)
+    with pytest.raises(ValueError, match="where its objects are"):
+        type(task)(task.unet, task.text_encoder, task.vae, task.tokenizer, task.schedule, object(), seed=0,
+                   object_weight=2.0)
+    with pytest.raises(ValueError, match="object_weight is for the embedded model's scene data"):
+        stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(object_weight=2.0), progress=False)

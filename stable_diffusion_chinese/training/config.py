@@ -39,6 +39,7 @@ class TrainConfig:
     leak_weight: float = 0.0          # + this x the cross-attention leak loss (attention_maps.leak_loss), same samples
     background_leak_weight: float = 0.0   # + this x leak_loss(background=True): object words in the empty cells
     leak_position_words: bool = False     # the leak loss counts the words naming an object's cell as its words
+    object_weight: float = 1.0        # the denoising error in the objects' cells counts this many times (tasks.object_weights)
     unet_config: str = ""             # with --init-from: grow its UNet into this config.json (models.grow_unet)
     # text-reading stage
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
@@ -68,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"binding_min_timestep must be >= 0, got {self.binding_min_timestep}")
         if self.noise_offset < 0:
             raise ValueError(f"noise_offset must be >= 0 (0 disables offset noise), got {self.noise_offset}")
+        if self.object_weight <= 0:
+            raise ValueError(f"object_weight must be positive (1 weighs every position alike), got {self.object_weight}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 

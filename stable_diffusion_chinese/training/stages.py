@@ -167,7 +167,7 @@ def diffusion_trainer(run_dir: str | Path, config: TrainConfig, init_from: str |
                          noise_offset=config.noise_offset, reader=reader, reading_weight=config.reading_weight,
                          binding_weight=config.binding_weight, binding_min_timestep=config.binding_min_timestep,
                          leak_weight=config.leak_weight, background_leak_weight=config.background_leak_weight,
-                         leak_position_words=config.leak_position_words)
+                         leak_position_words=config.leak_position_words, object_weight=config.object_weight)
     return Trainer(task, config, run_dir / "diffusion")
 
 
@@ -299,6 +299,9 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
         if getattr(config, name) > 0:   # each needs the scene a picture shows; a user's folder has none
             raise ValueError(f"{name} is for the embedded model's scene data; fine-tuning on a folder of pictures "
                              "cannot use it (leave it at 0)")
+    if config.object_weight != 1.0:
+        raise ValueError("object_weight is for the embedded model's scene data (it needs to know where the objects "
+                         "are); fine-tuning on a folder of pictures cannot use it (leave it at 1)")
 
     parts = load_components(model_dir)
     vae, unet = parts["vae"], parts["unet"]
