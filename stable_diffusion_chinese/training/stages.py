@@ -297,13 +297,11 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
     """Fine-tune a loaded pipeline (the embedded one or a full-size one) on a folder + metadata.jsonl."""
     from ..pipelines.loading import load_components
 
-    for name in ("reading_weight", "binding_weight", "leak_weight", "background_leak_weight"):
-        if getattr(config, name) > 0:   # each needs the scene a picture shows; a user's folder has none
+    off = {"reading_weight": 0, "binding_weight": 0, "leak_weight": 0, "background_leak_weight": 0, "object_weight": 1}
+    for name, neutral in off.items():
+        if getattr(config, name) != neutral:   # each needs the scene a picture shows; a user's folder has none
             raise ValueError(f"{name} is for the embedded model's scene data; fine-tuning on a folder of pictures "
-                             "cannot use it (leave it at 0)")
-    if config.object_weight != 1.0:
-        raise ValueError("object_weight is for the embedded model's scene data (it needs to know where the objects "
-                         "are); fine-tuning on a folder of pictures cannot use it (leave it at 1)")
+                             f"cannot use it (leave it at {neutral})")
 
     parts = load_components(model_dir)
     vae, unet = parts["vae"], parts["unet"]
