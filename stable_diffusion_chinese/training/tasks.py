@@ -158,12 +158,14 @@ class DiffusionTask:
         self.leak_weight, self.background_leak_weight = float(leak_weight), float(background_leak_weight)
         self.leak_position_words = bool(leak_position_words)
         self.object_weight = float(object_weight)
-        uses_maps = self.binding_weight > 0 or self.leak_weight > 0 or self.background_leak_weight > 0
-        if (uses_maps or self.object_weight != 1.0) and not hasattr(data, "scenes"):
-            raise ValueError("binding_weight / leak_weight / background_leak_weight > 0 and object_weight != 1 need "
-                             "scene data that knows where its objects are")
-        self.uses_scenes = uses_maps or self.object_weight != 1.0 or self.reading_weight > 0
-        self.recorder = CrossAttentionRecorder(unet, detach=False) if uses_maps else None
+        if self.object_weight != 1.0 and not hasattr(data, "scenes"):
+            raise ValueError("object_weight != 1 needs scene data that knows where its objects are")
+        self.recorder = None
+        if self.binding_weight > 0 or self.leak_weight > 0 or self.background_leak_weight > 0:
+            if not hasattr(data, "scenes"):
+                raise ValueError("binding_weight / leak_weight / background_leak_weight > 0 need scene data that "
+                                 "knows where its objects are")
+            self.recorder = CrossAttentionRecorder(unet, detach=False)
         self.vae.eval()
         for p in self.vae.parameters():
             p.stop_gradient = True
@@ -214,7 +216,8 @@ class DiffusionTask:
             self.recorder.clear()
         prediction = self.unet(noisy, paddle.to_tensor(timesteps.astype(np.float32)), context)
         target = self.schedule.target(latents, noise, timesteps)
-        scenes = self.data.scenes(step // self.latent_reuse)[0] if self.uses_scenes else None
+        uses_scenes = self.object_weight != 1.0 or self.reading_weight > 0 or self.recorder is not None
+        scenes = self.data.scenes(step // self.latent_reuse)[0] if uses_scenes else None
         positions = None
         if self.object_weight != 1.0:
             positions = paddle.to_tensor(object_weights(scenes, latents.shape[-1], self.object_weight))
