@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stable_diffusion_chinese.scenes.evalset import load_eval_set
+from stable_diffusion_chinese.scenes.evalset import DEFAULT_SEED, build_eval_set, load_eval_set
 from stable_diffusion_chinese.scenes.judge import judge
 from stable_diffusion_chinese.scenes.render import render
+from stable_diffusion_chinese.scenes.world import Scene
 from stable_diffusion_chinese.training.models import EMBEDDED_DIR
 
 ATTRIBUTES = ("colour", "shape", "position", "count", "style", "both", "background")
+SELECTION_FIRST_SEED = 100_000   # the selection set's generation seeds start here, far from the shipped set's 1000...
 TARGETS = {"colour": 0.95, "shape": 0.90, "position": 0.90, "count": 0.85, "style": 0.90, "both": 0.70}
 
 
@@ -33,6 +35,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=EMBEDDED_DIR, help="pipeline folder")
     parser.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
+    parser.add_argument("--selection-set", type=int, default=None, metavar="SEED",
+                        help="judge a sister set built with this seed (evalset.build_eval_set, generation seeds from "
+                             f"{SELECTION_FIRST_SEED}) instead of --prompts: pick among candidates on it, report on --prompts")
     parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (after --kind)")
     parser.add_argument("--kind", choices=["single", "count", "pair"], default=None,
                         help="judge only the prompts of one scene kind")
@@ -45,7 +50,7 @@ def main(argv=None) -> int:
                         help="write per-prompt verdicts, scenes and detected objects as JSON (scripts/pair_failure_modes.py reads it)")
     args = parser.parse_args(argv)
 
-    items = [item for item in load_eval_set(args.prompts) if args.kind in (None, item[1].kind)][: args.limit]
+    items = [item for item in _prompt_set(args) if args.kind in (None, item[1].kind)][: args.limit]
     make = _image_source(args)
     rows, images, seconds = [], [], 0.0
     for prompt, scene, seed in items:
@@ -77,6 +82,15 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
+
+
+def _prompt_set(args) -> list:
+    if args.selection_set is None:
+        return load_eval_set(args.prompts)
+    if args.selection_set == DEFAULT_SEED:
+        raise SystemExit(f"--selection-set {DEFAULT_SEED} is the seed of the shipped set itself; choose another")
+    return [(item["prompt"], Scene.from_dict(item["scene"]), item["seed"])
+            for item in build_eval_set(seed=args.selection_set, first_seed=SELECTION_FIRST_SEED)]
 
 
 def _image_source(args):

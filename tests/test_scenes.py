@@ -72,6 +72,15 @@ def test_train_and_eval_splits_are_disjoint():
     assert build_eval_set(40, seed=1) == items                       # the prompt set is reproducible
 
 
+def test_a_selection_set_is_a_sister_of_the_shipped_set_not_a_copy():
+    shipped, sister = build_eval_set(80), build_eval_set(80, seed=7, first_seed=100_000)
+    assert all(held_out(Scene.from_dict(item["scene"])) for item in sister)
+    assert [item["scene"]["kind"] for item in sister] == [item["scene"]["kind"] for item in shipped]
+    assert {item["seed"] for item in sister}.isdisjoint(item["seed"] for item in shipped)
+    same = {item["prompt"] for item in sister} & {item["prompt"] for item in shipped}
+    assert len(same) < 8, same                                       # a few short single prompts may coincide
+
+
 def test_captions_name_the_scene_and_vary():
     rng = np.random.default_rng(0)
     tokenizer = BertTokenizer()
