@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stable_diffusion_chinese.scenes.evalset import DEFAULT_SEED, build_eval_set, load_eval_set
+from stable_diffusion_chinese.scenes.evalset import DEFAULT_SEED, as_triples, build_eval_set, load_eval_set
 from stable_diffusion_chinese.scenes.judge import judge
 from stable_diffusion_chinese.scenes.render import render
-from stable_diffusion_chinese.scenes.world import Scene
 from stable_diffusion_chinese.training.models import EMBEDDED_DIR
 
 ATTRIBUTES = ("colour", "shape", "position", "count", "style", "both", "background")
@@ -89,8 +88,7 @@ def _prompt_set(args) -> list:
         return load_eval_set(args.prompts)
     if args.selection_set == DEFAULT_SEED:
         raise SystemExit(f"--selection-set {DEFAULT_SEED} is the seed of the shipped set itself; choose another")
-    return [(item["prompt"], Scene.from_dict(item["scene"]), item["seed"])
-            for item in build_eval_set(seed=args.selection_set, first_seed=SELECTION_FIRST_SEED)]
+    return as_triples(build_eval_set(seed=args.selection_set, first_seed=SELECTION_FIRST_SEED))
 
 
 def _image_source(args):

@@ -40,5 +40,9 @@ def save_eval_set(path: str | Path, items: list[dict]) -> None:
 
 
 def load_eval_set(path: str | Path) -> list[tuple[str, Scene, int]]:
-    items = json.loads(Path(path).read_text(encoding="utf-8"))
+    return as_triples(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def as_triples(items: list[dict]) -> list[tuple[str, Scene, int]]:
+    """``build_eval_set``'s items as ``(prompt, scene, generation seed)``."""
     return [(item["prompt"], Scene.from_dict(item["scene"]), int(item["seed"])) for item in items]
