@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stable_diffusion_chinese.scenes.evalset import DEFAULT_SEED, as_triples, build_eval_set, load_eval_set
+from stable_diffusion_chinese.scenes.evalset import SELECTION_FIRST_SEED, as_triples, build_selection_set, load_eval_set
 from stable_diffusion_chinese.scenes.judge import judge
 from stable_diffusion_chinese.scenes.render import render
 from stable_diffusion_chinese.training.models import EMBEDDED_DIR
 
 ATTRIBUTES = ("colour", "shape", "position", "count", "style", "both", "background")
-SELECTION_FIRST_SEED = 100_000   # the selection set's generation seeds start here, far from the shipped set's 1000...
 TARGETS = {"colour": 0.95, "shape": 0.90, "position": 0.90, "count": 0.85, "style": 0.90, "both": 0.70}
 
 
@@ -35,7 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=EMBEDDED_DIR, help="pipeline folder")
     parser.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
     parser.add_argument("--selection-set", type=int, default=None, metavar="SEED",
-                        help="judge a sister set built with this seed (evalset.build_eval_set, generation seeds from "
+                        help="judge a sister set built with this seed (evalset.build_selection_set, generation seeds from "
                              f"{SELECTION_FIRST_SEED}) instead of --prompts: pick among candidates on it, report on --prompts")
     parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (after --kind)")
     parser.add_argument("--kind", choices=["single", "count", "pair"], default=None,
@@ -86,9 +85,10 @@ def main(argv=None) -> int:
 def _prompt_set(args) -> list:
     if args.selection_set is None:
         return load_eval_set(args.prompts)
-    if args.selection_set == DEFAULT_SEED:
-        raise SystemExit(f"--selection-set {DEFAULT_SEED} is the seed of the shipped set itself; choose another")
-    return as_triples(build_eval_set(seed=args.selection_set, first_seed=SELECTION_FIRST_SEED))
+    try:
+        return as_triples(build_selection_set(args.selection_set))
+    except ValueError as error:              # the shipped set's own seed: one line, no traceback
+        raise SystemExit(str(error)) from None
 
 
 def _image_source(args):

@@ -16,9 +16,11 @@ from .world import Scene
 KIND_SHARES = (("single", 0.4), ("count", 0.25), ("pair", 0.35))
 DEFAULT_SIZE = 200
 DEFAULT_SEED = 2024
+FIRST_SEED = 1000                 # the shipped set's generation seeds are FIRST_SEED + index
+SELECTION_FIRST_SEED = 100_000    # a selection set's start here, far from the shipped set's
 
 
-def build_eval_set(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, first_seed: int = 1000) -> list[dict]:
+def build_eval_set(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, first_seed: int = FIRST_SEED) -> list[dict]:
     """``[{"prompt", "scene", "seed"}]``; ``seed`` is the generation seed for that prompt (``first_seed + index``).
 
     Another ``seed`` (and ``first_seed``) gives a sister set from the same held-out combinations and frames: a
@@ -33,6 +35,13 @@ def build_eval_set(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, first_see
         scene = sample_scene(rng, "eval", kind)
         items.append({"prompt": caption(scene, rng, "eval"), "scene": scene.to_dict(), "seed": first_seed + index})
     return items
+
+
+def build_selection_set(seed: int, size: int = DEFAULT_SIZE) -> list[dict]:
+    """A sister of the shipped set (``build_eval_set``'s other ``seed``, generation seeds from SELECTION_FIRST_SEED)."""
+    if seed == DEFAULT_SEED:
+        raise ValueError(f"--selection-set {DEFAULT_SEED} is the seed of the shipped set itself; choose another")
+    return build_eval_set(size, seed, SELECTION_FIRST_SEED)
 
 
 def save_eval_set(path: str | Path, items: list[dict]) -> None:
