@@ -32,8 +32,9 @@ TARGETS = {"colour": 0.95, "shape": 0.90, "position": 0.90, "count": 0.85, "styl
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=EMBEDDED_DIR, help="pipeline folder")
-    parser.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
-    parser.add_argument("--selection-set", type=int, default=None, metavar="SEED",
+    chosen = parser.add_mutually_exclusive_group()       # one prompt set per run, never one silently over the other
+    chosen.add_argument("--prompts", type=Path, default=EMBEDDED_DIR / "eval_prompts.json")
+    chosen.add_argument("--selection-set", type=int, default=None, metavar="SEED",
                         help="judge a sister set built with this seed (evalset.build_selection_set, generation seeds from "
                              f"{SELECTION_FIRST_SEED}) instead of --prompts: pick among candidates on it, report on --prompts")
     parser.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (after --kind)")

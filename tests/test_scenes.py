@@ -172,6 +172,17 @@ def test_evaluation_script_judges_one_kind_of_prompt(tmp_path):
     assert "source renders" in sheet and "both 6/6" in sheet and all(f"{i + 1}. {p}" in sheet for i, p in enumerate(pairs))
 
 
+def test_evaluation_script_judges_one_prompt_set_at_a_time():
+    """--prompts and --selection-set name two prompt sets: given both, the script refuses instead of judging one."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_embedded.py"
+    out = subprocess.run([sys.executable, str(script), "--source", "renders", "--selection-set", "7",
+                          "--prompts", str(EMBEDDED_WEIGHTS / "eval_prompts.json")], capture_output=True, text=True)
+    assert out.returncode == 2 and "not allowed with argument" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_pair_failure_modes_sorts_detections_into_binding_failures(tmp_path):
     """scripts/pair_failure_modes.py on the evaluation JSON: clean renders are all right; the same rows with
     the detected colours exchanged, copied or removed count as swapped, one colour on both, missing."""

@@ -51,6 +51,10 @@ def test_a_soup_refuses_folders_that_cannot_be_averaged(tmp_path):
         average_pipelines([a], tmp_path / "soup")
     with pytest.raises(ValueError, match="one of the sources"):
         average_pipelines([a, b], a)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "stale.txt").write_text("from an earlier soup")
+    with pytest.raises(ValueError, match="old exists and is not empty"):
+        average_pipelines([a, b], tmp_path / "old")
     other_vae = write_tiny_model(tmp_path / "c", seed=2)                     # its own VAE: other latents
     with pytest.raises(ValueError, match="share their vae"):
         average_pipelines([a, other_vae], tmp_path / "soup")

@@ -31,6 +31,8 @@ def average_pipelines(sources: list[str | Path], out_dir: str | Path) -> dict[st
         raise ValueError(f"a soup needs at least two pipeline folders, got {len(sources)}")
     if any(out_dir.resolve() == s.resolve() for s in sources):
         raise ValueError(f"{out_dir} is one of the sources; write the soup to a new folder")
+    if out_dir.exists() and any(out_dir.iterdir()):     # its old files would stay beside the soup's
+        raise ValueError(f"{out_dir} exists and is not empty; write the soup to a new folder")
     for source in sources:
         if not (source / "unet" / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{source} has no unet/{WEIGHTS_FILE}; is it a pipeline folder?")
