@@ -156,6 +156,25 @@ def test_twins_follow_their_scene_bound_the_other_way_round():
     assert twin(Scene((SceneObject("star", "black", 0),), "single", background="yellow", style="cartoon")) is None
 
 
+def test_count_share_draws_more_count_scenes_and_keeps_the_others_ratio(tmp_path):
+    from stable_diffusion_chinese.training import stages
+
+    def kinds(count_share):
+        data = stages.diffusion_data(TrainConfig(batch_size=32, count_share=count_share))
+        return collections.Counter(s.kind for i in range(30) for s in data.scenes(i)[0])
+
+    plain, more = kinds(0.0), kinds(0.6)
+    assert more["count"] / sum(more.values()) == pytest.approx(0.6, abs=0.05)
+    assert plain["count"] / sum(plain.values()) == pytest.approx(stages.DIFFUSION_KINDS["count"], abs=0.05)
+    ratio = stages.DIFFUSION_KINDS["pair"] / stages.DIFFUSION_KINDS["single"]
+    assert more["pair"] / more["single"] == pytest.approx(ratio, rel=0.25)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="count_share"):
+            TrainConfig(count_share=bad)
+    with pytest.raises(ValueError, match="count_share is for the embedded model's scene data"):
+        stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(count_share=0.5), progress=False)
+
+
 def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):
     task = tiny_task(latent_reuse=1000)   # one batch, seen with fresh noise and timesteps every step
     before = np.mean([fixed_loss(task, s) for s in range(4)])
@@ -190,6 +209,16 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert worst <= 1e-7, worst
     names = sorted(p.name for p in (tmp_path / "split").iterdir())
     assert names == ["ckpt-00000002.pdckpt", "ckpt-00000004.pdckpt", "loss_log.jsonl", "train_config.json"]
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    Trainer(tiny_task(), config(steps=4, log_every=1, checkpoint_every=2), tmp_path).run(progress=False)
+    (tmp_path / "ckpt-00000004.pdckpt").unlink()   # stopped after logging steps 3 and 4, before their checkpoint
+    resumed = Trainer(tiny_task(), config(steps=4, log_every=1, checkpoint_every=2), tmp_path)
+    assert resumed.resume() == 2
+    resumed.run(progress=False)
+    log = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4]
 
 
 def test_checkpoint_restores_optimizer_state_and_rng(tmp_path):

@@ -40,6 +40,7 @@ class TrainConfig:
     background_leak_weight: float = 0.0   # + this x leak_loss(background=True): object words in the empty cells
     leak_position_words: bool = False     # the leak loss counts the words naming an object's cell as its words
     object_weight: float = 1.0        # the denoising error in the objects' cells counts this many times (tasks.object_weights)
+    count_share: float = 0.0          # > 0: count scenes' share of the scenes drawn (stages.diffusion_data); 0 = DIFFUSION_KINDS'
     unet_config: str = ""             # with --init-from: grow its UNet into this config.json (models.grow_unet)
     # text-reading stage
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"noise_offset must be >= 0 (0 disables offset noise), got {self.noise_offset}")
         if self.object_weight <= 0:
             raise ValueError(f"object_weight must be positive (1 weighs every position alike), got {self.object_weight}")
+        if not 0.0 <= self.count_share < 1.0:
+            raise ValueError(f"count_share must be in [0, 1) (0 keeps the stage's own share), got {self.count_share}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 

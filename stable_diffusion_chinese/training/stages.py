@@ -228,6 +228,10 @@ def reading_accuracy(task: TextReadingTask, seed: int, batches: int = 4, batch_s
 def diffusion_data(config: TrainConfig) -> SceneData:
     """Scenes for the diffusion stage, drawn so that each kind fills about DIFFUSION_KINDS of the slots."""
     kinds = dict(DIFFUSION_KINDS)
+    if config.count_share > 0:   # the other kinds share the rest in their own ratio
+        others = sum(share for kind, share in kinds.items() if kind != "count")
+        kinds = {kind: config.count_share if kind == "count" else share * (1 - config.count_share) / others
+                 for kind, share in kinds.items()}
     if config.twins:
         # every drawn pair brings its twin; a single or count scene does when it names a background
         # (~1 in 6 of them: sampling.BACKGROUND_PROBABILITY of the scenes not in ink)
@@ -297,7 +301,8 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
     """Fine-tune a loaded pipeline (the embedded one or a full-size one) on a folder + metadata.jsonl."""
     from ..pipelines.loading import load_components
 
-    off = {"reading_weight": 0, "binding_weight": 0, "leak_weight": 0, "background_leak_weight": 0, "object_weight": 1}
+    off = {"reading_weight": 0, "binding_weight": 0, "leak_weight": 0, "background_leak_weight": 0, "object_weight": 1,
+           "count_share": 0}
     for name, neutral in off.items():
         if getattr(config, name) != neutral:   # each needs the scene a picture shows; a user's folder has none
             raise ValueError(f"{name} is for the embedded model's scene data; fine-tuning on a folder of pictures "

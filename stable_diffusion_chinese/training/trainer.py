@@ -46,7 +46,19 @@ class Trainer:
         path = latest_checkpoint(self.run_dir)
         if path is not None:
             self.step = load_checkpoint(path, self.layers, self.optimizer, self.ema)["step"]
+        self._forget_logged_steps_after(self.step)
         return self.step
+
+    def _forget_logged_steps_after(self, step: int) -> None:
+        """Drop the log entries of steps after ``step``: a run stopped between a log line and its next
+        checkpoint takes those steps again, and would log them twice."""
+        log = self.run_dir / LOG_FILE
+        if not log.is_file():
+            return
+        lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            log.write_text("".join(kept), encoding="utf-8")
 
     def save(self) -> Path:
         return save_checkpoint(self.run_dir, self.step, self.layers, self.optimizer, self.ema,
