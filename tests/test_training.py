@@ -214,6 +214,8 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_a_resumed_run_logs_each_step_once(tmp_path):
     Trainer(tiny_task(), config(steps=4, log_every=1, checkpoint_every=2), tmp_path).run(progress=False)
     (tmp_path / "ckpt-00000004.pdckpt").unlink()   # stopped after logging steps 3 and 4, before their checkpoint
+    with open(tmp_path / "loss_log.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')                     # ... while writing a line
     resumed = Trainer(tiny_task(), config(steps=4, log_every=1, checkpoint_every=2), tmp_path)
     assert resumed.resume() == 2
     resumed.run(progress=False)

@@ -51,12 +51,12 @@ class Trainer:
 
     def _forget_logged_steps_after(self, step: int) -> None:
         """Drop the log entries of steps after ``step``: a run stopped between a log line and its next
-        checkpoint takes those steps again, and would log them twice."""
+        checkpoint takes those steps again, and would log them twice. A line cut short by the stop goes too."""
         log = self.run_dir / LOG_FILE
         if not log.is_file():
             return
         lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
         if len(kept) != len(lines):
             log.write_text("".join(kept), encoding="utf-8")
 
@@ -102,3 +102,11 @@ class Trainer:
         entry.update({k: round(v, 6) for k, v in getattr(self.task, "last_parts", {}).items()})
         with open(self.run_dir / LOG_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of one log line, None when the line is not a whole entry."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):   # JSONDecodeError is a ValueError
+        return None
