@@ -226,7 +226,8 @@ def reading_accuracy(task: TextReadingTask, seed: int, batches: int = 4, batch_s
 
 
 def diffusion_data(config: TrainConfig) -> SceneData:
-    """Scenes for the diffusion stage, drawn so that each kind fills about DIFFUSION_KINDS of the slots."""
+    """Scenes for the diffusion stage, drawn so that each kind fills about DIFFUSION_KINDS of the slots
+    (count scenes ``config.count_share`` of the draws when it is > 0)."""
     kinds = dict(DIFFUSION_KINDS)
     if config.count_share > 0:   # the other kinds share the rest in their own ratio
         others = sum(share for kind, share in kinds.items() if kind != "count")
