@@ -175,6 +175,29 @@ def test_count_share_draws_more_count_scenes_and_keeps_the_others_ratio(tmp_path
         stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(count_share=0.5), progress=False)
 
 
+def test_style_share_draws_more_of_the_favoured_style_and_keeps_the_others_ratio(tmp_path):
+    from stable_diffusion_chinese.scenes.sampling import STYLE_WEIGHTS, sample_scene
+    from stable_diffusion_chinese.training import stages
+
+    def styles(**options):
+        data = stages.diffusion_data(TrainConfig(batch_size=32, **options))
+        return collections.Counter(s.style for i in range(30) for s in data.scenes(i)[0])
+
+    plain, more = styles(), styles(style_share=0.4, favoured_style="pixel")
+    assert more["pixel"] / sum(more.values()) == pytest.approx(0.4, abs=0.05)
+    assert plain["pixel"] / sum(plain.values()) == pytest.approx(STYLE_WEIGHTS["pixel"], abs=0.05)
+    assert more[None] / more["ink"] == pytest.approx(STYLE_WEIGHTS[None] / STYLE_WEIGHTS["ink"], rel=0.3)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="style_share"):
+            TrainConfig(style_share=bad)
+    with pytest.raises(ValueError, match="favoured_style must be one of ink, .*got 'sketch'"):
+        TrainConfig(style_share=0.3, favoured_style="sketch")
+    with pytest.raises(ValueError, match="style_weights must be >= 0 for styles of"):
+        sample_scene(np.random.default_rng(0), style_weights={"sketch": 1.0})
+    with pytest.raises(ValueError, match="style_share is for the embedded model's scene data"):
+        stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(style_share=0.5), progress=False)
+
+
 def test_diffusion_stage_lowers_the_noise_prediction_loss(tmp_path):
     task = tiny_task(latent_reuse=1000)   # one batch, seen with fresh noise and timesteps every step
     before = np.mean([fixed_loss(task, s) for s in range(4)])

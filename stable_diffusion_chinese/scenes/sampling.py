@@ -19,6 +19,8 @@ from .world import (COLOURS, GRID, MIN_BACKGROUND_CONTRAST, PALETTE, SHAPES, STY
 
 KIND_WEIGHTS = {"single": 0.45, "count": 0.25, "pair": 0.30}
 NO_STYLE_WEIGHT = 0.4            # the rest is shared evenly by the five styles
+STYLE_WEIGHTS = {None: NO_STYLE_WEIGHT,
+                 **{s: (1 - NO_STYLE_WEIGHT) / (len(STYLES) - 1) for s in STYLES if s is not None}}
 BACKGROUND_PROBABILITY = 0.2     # chance that a (non-ink) scene names a background colour
 
 
@@ -37,18 +39,24 @@ def held_out(scene: Scene) -> bool:
 
 def sample_scene(rng: np.random.Generator, split: str = "train", kind: str | None = None,
                  background_probability: float = BACKGROUND_PROBABILITY,
-                 kind_weights: dict[str, float] = KIND_WEIGHTS) -> Scene:
+                 kind_weights: dict[str, float] = KIND_WEIGHTS,
+                 style_weights: dict[str | None, float] | None = None) -> Scene:
     """A random scene; ``split="train"`` never returns a held-out combination, ``"eval"`` only those.
     ``background_probability``: chance that a non-ink scene names a background colour; ``kind_weights``:
-    how often each kind is drawn when ``kind`` is None (summing to 1, see ``normalised_kind_weights``)."""
+    how often each kind is drawn when ``kind`` is None (summing to 1, see ``normalised_kind_weights``);
+    ``style_weights``: how often each of STYLES is drawn (summing to 1; None = STYLE_WEIGHTS, drawn as
+    they always were, so earlier runs' batches stay the same)."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if kind_weights is not KIND_WEIGHTS:
         _check_kind_weights(kind_weights)
         if abs(sum(kind_weights.values()) - 1.0) > 1e-9:
             raise ValueError(f"kind_weights must sum to 1 (normalised_kind_weights makes them so), got {kind_weights}")
+    if style_weights is not None and (set(style_weights) - set(STYLES) or abs(sum(style_weights.values()) - 1) > 1e-9
+                                      or any(not w >= 0 for w in style_weights.values())):
+        raise ValueError(f"style_weights must be >= 0 for styles of {STYLES} and sum to 1, got {style_weights}")
     for _ in range(1000):
-        scene = _random_scene(rng, kind, background_probability, kind_weights)
+        scene = _random_scene(rng, kind, background_probability, kind_weights, style_weights)
         if held_out(scene) == (split == "eval"):
             return scene
     raise RuntimeError("could not draw a scene for this split")  # pragma: no cover - probability ~0
@@ -74,6 +82,15 @@ def twin(scene: Scene) -> Scene | None:
         return None
 
 
+def with_share(weights: dict, key, share: float) -> dict:
+    """``weights`` (summing to 1) with ``key`` drawn with ``share`` and the others sharing the rest in
+    their own ratio."""
+    if key not in weights or not 0.0 <= share < 1.0:
+        raise ValueError(f"a share in [0, 1) of one of {list(weights)} is needed, got {share} of {key!r}")
+    others = sum(w for k, w in weights.items() if k != key)
+    return {k: share if k == key else w * (1 - share) / others for k, w in weights.items()}
+
+
 def normalised_kind_weights(weights: dict[str, float]) -> dict[str, float]:
     """``weights`` for all three kinds, normalised to sum 1; unknown kinds and negative or all-zero
     weights are refused by name."""
@@ -92,10 +109,9 @@ def _check_kind_weights(weights: dict[str, float]) -> None:
 
 
 def _random_scene(rng: np.random.Generator, kind: str | None, background_probability: float,
-                  weights: dict[str, float]) -> Scene:
-    kinds = list(weights)
-    kind = kind or kinds[rng.choice(len(kinds), p=list(weights.values()))]
-    style = _style(rng)
+                  weights: dict[str, float], style_weights: dict[str | None, float] | None) -> Scene:
+    kind = kind or _drawn(rng, weights)
+    style = _style(rng) if style_weights is None else _drawn(rng, style_weights)
     cells = rng.permutation(GRID * GRID)
     if kind == "single":
         objects = (_object(rng, int(cells[0])),)
@@ -114,6 +130,11 @@ def _random_scene(rng: np.random.Generator, kind: str | None, background_probabi
 
 def _object(rng: np.random.Generator, cell: int) -> SceneObject:
     return SceneObject(SHAPES[rng.integers(len(SHAPES))], COLOURS[rng.integers(len(COLOURS))], cell)
+
+
+def _drawn(rng: np.random.Generator, weights: dict):
+    keys = list(weights)
+    return keys[rng.choice(len(keys), p=list(weights.values()))]
 
 
 def _style(rng: np.random.Generator):

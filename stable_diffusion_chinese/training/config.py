@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from ..scenes.world import STYLES
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -41,6 +43,8 @@ class TrainConfig:
     leak_position_words: bool = False     # the leak loss counts the words naming an object's cell as its words
     object_weight: float = 1.0        # the denoising error in the objects' cells counts this many times (tasks.object_weights)
     count_share: float = 0.0          # > 0: count scenes' share of the scenes drawn (stages.diffusion_data); 0 = DIFFUSION_KINDS'
+    style_share: float = 0.0          # > 0: favoured_style's share of the scenes drawn; 0 = sampling.STYLE_WEIGHTS'
+    favoured_style: str = "watercolor"   # one of scenes.world.STYLES, the style style_share is of
     unet_config: str = ""             # with --init-from: grow its UNet into this config.json (models.grow_unet)
     # text-reading stage
     anchor_weight: float = 1.0        # + this x the encodings' squared distance to the encoder it started from
@@ -72,8 +76,11 @@ class TrainConfig:
             raise ValueError(f"noise_offset must be >= 0 (0 disables offset noise), got {self.noise_offset}")
         if self.object_weight <= 0:
             raise ValueError(f"object_weight must be positive (1 weighs every position alike), got {self.object_weight}")
-        if not 0.0 <= self.count_share < 1.0:
-            raise ValueError(f"count_share must be in [0, 1) (0 keeps the stage's own share), got {self.count_share}")
+        for name in ("count_share", "style_share"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1) (0 keeps the stage's own share), got {getattr(self, name)}")
+        if self.favoured_style not in STYLES[1:]:
+            raise ValueError(f"favoured_style must be one of {', '.join(STYLES[1:])}, got {self.favoured_style!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 

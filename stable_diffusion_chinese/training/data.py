@@ -28,8 +28,9 @@ def to_model_images(pixels: list[np.ndarray]) -> np.ndarray:
 class SceneData:
     def __init__(self, batch_size: int, seed: int = 0, split: str = "train",
                  background_probability: float = BACKGROUND_PROBABILITY, kinds: dict[str, float] | None = None,
-                 twins: bool = False):
-        """``kinds``: how often single / count / pair scenes are drawn (default ``scenes.sampling.KIND_WEIGHTS``).
+                 twins: bool = False, styles: dict[str | None, float] | None = None):
+        """``kinds``: how often single / count / pair scenes are drawn (default ``scenes.sampling.KIND_WEIGHTS``);
+        ``styles``: how often each style is (default ``scenes.sampling.STYLE_WEIGHTS``).
 
         ``twins``: each scene that has a twin (``sampling.twin``: a pair with its objects' cells swapped, an
         object on a named background with the two colours exchanged) is followed in its batch by it, unless
@@ -42,6 +43,7 @@ class SceneData:
         self.background_probability = float(background_probability)
         self.kinds = KIND_WEIGHTS if kinds is None else normalised_kind_weights(kinds)
         self.twins = bool(twins)
+        self.styles = styles
 
     def scenes(self, index: int) -> tuple[list, list[int]]:
         """The scenes of batch ``index`` and their render seeds."""
@@ -49,7 +51,7 @@ class SceneData:
         scenes = []
         while len(scenes) < self.batch_size:
             scene = sample_scene(rng, self.split, background_probability=self.background_probability,
-                                 kind_weights=self.kinds)
+                                 kind_weights=self.kinds, style_weights=self.styles)
             scenes.append(scene)
             other = twin(scene) if self.twins and len(scenes) < self.batch_size else None
             if other is not None and held_out(other) == (self.split == "eval"):

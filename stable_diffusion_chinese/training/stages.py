@@ -18,6 +18,7 @@ import numpy as np
 import paddle
 
 from ..models.vae import AutoencoderKL
+from ..scenes.sampling import STYLE_WEIGHTS, with_share
 from .config import TrainConfig
 from .data import FolderData, SceneData
 from .models import (CONFIG_EXTRAS, EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, grow_unet, load_tokenizer,
@@ -227,17 +228,18 @@ def reading_accuracy(task: TextReadingTask, seed: int, batches: int = 4, batch_s
 
 def diffusion_data(config: TrainConfig) -> SceneData:
     """Scenes for the diffusion stage, drawn so that each kind fills about DIFFUSION_KINDS of the slots
-    (count scenes ``config.count_share`` of the draws when it is > 0)."""
+    (count scenes ``config.count_share`` of the draws when it is > 0; the others share the rest in their
+    own ratio) and in sampling.STYLE_WEIGHTS' styles (``config.favoured_style`` ``config.style_share`` of
+    them when that is > 0)."""
     kinds = dict(DIFFUSION_KINDS)
-    if config.count_share > 0:   # the other kinds share the rest in their own ratio
-        others = sum(share for kind, share in kinds.items() if kind != "count")
-        kinds = {kind: config.count_share if kind == "count" else share * (1 - config.count_share) / others
-                 for kind, share in kinds.items()}
+    if config.count_share > 0:
+        kinds = with_share(kinds, "count", config.count_share)
+    styles = with_share(STYLE_WEIGHTS, config.favoured_style, config.style_share) if config.style_share > 0 else None
     if config.twins:
         # every drawn pair brings its twin; a single or count scene does when it names a background
         # (~1 in 6 of them: sampling.BACKGROUND_PROBABILITY of the scenes not in ink)
         kinds["pair"] /= 2
-    return SceneData(config.batch_size, config.seed, kinds=kinds, twins=config.twins)
+    return SceneData(config.batch_size, config.seed, kinds=kinds, twins=config.twins, styles=styles)
 
 
 def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None = None, progress: bool = True,
@@ -303,7 +305,7 @@ def finetune(model_dir: str | Path, data_dir: str | Path, run_dir: str | Path, c
     from ..pipelines.loading import load_components
 
     off = {"reading_weight": 0, "binding_weight": 0, "leak_weight": 0, "background_leak_weight": 0, "object_weight": 1,
-           "count_share": 0}
+           "count_share": 0, "style_share": 0}
     for name, neutral in off.items():
         if getattr(config, name) != neutral:   # each needs the scene a picture shows; a user's folder has none
             raise ValueError(f"{name} is for the embedded model's scene data; fine-tuning on a folder of pictures "
