@@ -175,16 +175,18 @@ def test_count_share_draws_more_count_scenes_and_keeps_the_others_ratio(tmp_path
         stages.finetune(tmp_path, tmp_path, tmp_path / "run", TrainConfig(count_share=0.5), progress=False)
 
 
-def test_style_share_draws_more_of_the_favoured_style_and_keeps_the_others_ratio(tmp_path):
+def test_style_share_draws_more_of_the_favoured_style_in_diffusion_and_decoder_stages(tmp_path):
     from stable_diffusion_chinese.scenes.sampling import STYLE_WEIGHTS, sample_scene
     from stable_diffusion_chinese.training import stages
 
-    def styles(**options):
-        data = stages.diffusion_data(TrainConfig(batch_size=32, **options))
+    def styles(data):
         return collections.Counter(s.style for i in range(30) for s in data.scenes(i)[0])
 
-    plain, more = styles(), styles(style_share=0.4, favoured_style="pixel")
+    favour_pixel = TrainConfig(batch_size=32, style_share=0.4, favoured_style="pixel")
+    plain, more = styles(stages.diffusion_data(TrainConfig(batch_size=32))), styles(stages.diffusion_data(favour_pixel))
     assert more["pixel"] / sum(more.values()) == pytest.approx(0.4, abs=0.05)
+    decoder_data = stages.vae_decoder_trainer(tmp_path / "dec", favour_pixel, stages.EMBEDDED_DIR / "vae").task.data
+    assert styles(decoder_data)["pixel"] / (30 * 32) == pytest.approx(0.4, abs=0.05)   # the decoder stage's too
     assert plain["pixel"] / sum(plain.values()) == pytest.approx(STYLE_WEIGHTS["pixel"], abs=0.05)
     assert more[None] / more["ink"] == pytest.approx(STYLE_WEIGHTS[None] / STYLE_WEIGHTS["ink"], rel=0.3)
     for bad in (-0.1, 1.0):

@@ -98,7 +98,8 @@ def vae_decoder_trainer(run_dir: str | Path, config: TrainConfig, init_from: str
     the latents, their statistics and any diffusion model trained on them stay valid."""
     run_dir = Path(run_dir)
     vae = _trained_vae(Path(init_from) if init_from else run_dir / "vae_model", " or give --init-from <a VAE folder>")
-    data = SceneData(config.batch_size, config.seed, background_probability=DECODER_BACKGROUND_PROBABILITY)
+    data = SceneData(config.batch_size, config.seed, background_probability=DECODER_BACKGROUND_PROBABILITY,
+                     styles=_style_weights(config))
     task = VAETask(vae, data, config.kl_weight, config.seed, VAE_CROP, train_encoder=False,
                    edge_weight=config.edge_weight)
     return Trainer(task, config, run_dir / "vae_decoder")
@@ -229,17 +230,22 @@ def reading_accuracy(task: TextReadingTask, seed: int, batches: int = 4, batch_s
 def diffusion_data(config: TrainConfig) -> SceneData:
     """Scenes for the diffusion stage, drawn so that each kind fills about DIFFUSION_KINDS of the slots
     (count scenes ``config.count_share`` of the draws when it is > 0; the others share the rest in their
-    own ratio) and in sampling.STYLE_WEIGHTS' styles (``config.favoured_style`` ``config.style_share`` of
-    them when that is > 0)."""
+    own ratio) and in the styles of ``_style_weights``."""
     kinds = dict(DIFFUSION_KINDS)
     if config.count_share > 0:
         kinds = with_share(kinds, "count", config.count_share)
-    styles = with_share(STYLE_WEIGHTS, config.favoured_style, config.style_share) if config.style_share > 0 else None
     if config.twins:
         # every drawn pair brings its twin; a single or count scene does when it names a background
         # (~1 in 6 of them: sampling.BACKGROUND_PROBABILITY of the scenes not in ink)
         kinds["pair"] /= 2
-    return SceneData(config.batch_size, config.seed, kinds=kinds, twins=config.twins, styles=styles)
+    return SceneData(config.batch_size, config.seed, kinds=kinds, twins=config.twins,
+                     styles=_style_weights(config))
+
+
+def _style_weights(config: TrainConfig) -> dict | None:
+    """sampling.STYLE_WEIGHTS with ``config.favoured_style`` drawn ``config.style_share`` of the time (None: as
+    they always were drawn)."""
+    return with_share(STYLE_WEIGHTS, config.favoured_style, config.style_share) if config.style_share > 0 else None
 
 
 def train_diffusion(run_dir: str | Path, config: TrainConfig, until: int | None = None, progress: bool = True,
