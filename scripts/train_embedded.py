@@ -6,6 +6,7 @@
   python scripts/train_embedded.py text-reading --run-dir /work/embedded_run [--init-from <pipeline folder>]
   python scripts/train_embedded.py diffusion  --run-dir /work/embedded_run [--steps N] [--init-from <pipeline folder>]
   python scripts/train_embedded.py export     --run-dir /work/embedded_run --out stable_diffusion_chinese/assets/embedded
+  python scripts/train_embedded.py export     --model <pipeline folder> --vae <VAE folder> --out <new folder>
   python scripts/train_embedded.py finetune   --model <pipeline folder> --data <images + metadata.jsonl> --run-dir <dir>
 
 Every stage resumes from the newest checkpoint in its folder. See docs/embedded_model.md.
@@ -25,9 +26,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["all", "vae", "vae-decoder", "text-reading", "diffusion", "export",
                                           "finetune"])
-    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--run-dir", type=Path, help="the run's folder (every stage but export --model)")
     parser.add_argument("--out", type=Path, help="export: the pipeline folder to write")
-    parser.add_argument("--model", type=Path, help="finetune: the pipeline folder to start from")
+    parser.add_argument("--model", type=Path, help="finetune: the pipeline folder to start from; export: the "
+                        "pipeline folder to write again with --vae")
     parser.add_argument("--vae", type=Path, help="export: ship this VAE folder (same encoder, e.g. "
                         "<run-dir>/vae_decoder_model) instead of <run-dir>/vae_model")
     parser.add_argument("--init-from", type=Path, help="diffusion: start the UNet and text encoder from this "
@@ -48,6 +50,10 @@ def main(argv=None) -> int:
                  if getattr(args, f.name) is not None}
     if args.stage == "finetune" and (args.model is None or args.data is None):
         parser.error("finetune needs --model and --data")
+    if args.stage == "export" and args.model is not None and (args.vae is None or args.out is None):
+        parser.error("export --model needs --vae and --out (the pipeline folder with that VAE)")
+    if args.run_dir is None and not (args.stage == "export" and args.model is not None):
+        parser.error("the following arguments are required: --run-dir")
     try:
         return _run_stage(args, TrainConfig(**{**defaults, **overrides}))
     except (FileNotFoundError, ValueError) as error:   # a missing folder or a bad option: one line, no traceback
@@ -71,6 +77,9 @@ def _run_stage(args, config: TrainConfig) -> int:
     elif args.stage == "diffusion":
         print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress,
                                                                      init_from=args.init_from))
+    elif args.stage == "export" and args.model is not None:
+        size = stages.export_with_vae(args.model, args.vae, args.out)
+        print(f"{args.model} with the VAE of {args.vae} written to {args.out} (vae {size / 1e6:.2f} MB)")
     elif args.stage == "export":
         out = args.out or args.run_dir / "pipeline"
         sizes = stages.export_embedded(args.run_dir, config, out, args.vae)

@@ -386,6 +386,39 @@ def test_export_ships_a_fine_tuned_decoder_but_refuses_another_encoder(tmp_path)
         stages.export_embedded(tmp_path, cfg, tmp_path / "out2", vae_dir=tmp_path / "new_encoder")
 
 
+def test_export_writes_a_pipeline_folder_again_with_a_fine_tuned_decoder(tmp_path):
+    from stable_diffusion_chinese.training.models import EMBEDDED_DIR, save_network
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_embedded.py"
+
+    def export(*options):
+        return subprocess.run([sys.executable, str(script), "export", *map(str, options)], capture_output=True,
+                              text=True)
+
+    vae = AutoencoderKL.from_pretrained(EMBEDDED_DIR / "vae")
+    vae.decoder.conv_out.bias.set_value(vae.decoder.conv_out.bias + 0.5)   # a "fine-tuned" decoder
+    save_network(vae, tmp_path / "new_decoder")
+    done = export("--model", EMBEDDED_DIR, "--vae", tmp_path / "new_decoder", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    shipped = AutoencoderKL.from_pretrained(out / "vae")
+    np.testing.assert_allclose(shipped.decoder.conv_out.bias.numpy(), vae.decoder.conv_out.bias.numpy(), atol=1e-3)
+    assert paddle.load(str(out / "vae" / "model.pdparams"))["decoder.conv_out.bias"].dtype == paddle.float16
+    for part in ("unet/model.pdparams", "text_encoder/model.pdparams", "scheduler/scheduler_config.json",
+                 "vae/config.json"):
+        assert (out / part).read_bytes() == (EMBEDDED_DIR / part).read_bytes()
+
+    again = export("--model", EMBEDDED_DIR, "--vae", tmp_path / "new_decoder", "--out", out)
+    assert again.returncode == 1 and "exists and is not empty" in again.stderr and "Traceback" not in again.stderr
+    vae.encoder.conv_in.bias.set_value(vae.encoder.conv_in.bias + 0.5)
+    save_network(vae, tmp_path / "new_encoder")
+    refused = export("--model", EMBEDDED_DIR, "--vae", tmp_path / "new_encoder", "--out", tmp_path / "out2")
+    assert refused.returncode == 1 and "different encoder (encoder.conv_in.bias)" in refused.stderr
+    assert not (tmp_path / "out2").exists()
+    assert "needs --vae and --out" in export("--model", EMBEDDED_DIR, "--out", tmp_path / "out3").stderr
+    assert "required: --run-dir" in export("--out", tmp_path / "out3").stderr
+
+
 def test_min_snr_weights_follow_the_paper():
     schedule = NoiseSchedule()
     t = np.array([0, 100, 500, 999])

@@ -12,6 +12,7 @@ Run folder layout (``run_dir``):
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +200,6 @@ def train_text_reading(run_dir: str | Path, config: TrainConfig, init_from: str 
     """Run the stage, then write ``run_dir/reading_model``: a copy of the ``init_from`` pipeline whose text
     encoder is the trained one (EMA, float32), with the reader in ``scene_reader/``: the diffusion stage's
     ``--init-from`` for ``--reading-weight``."""
-    import shutil
-
     trainer = text_reading_trainer(run_dir, config, init_from)
     trainer.resume()
     trainer.run(progress=progress)
@@ -281,6 +280,20 @@ def export_embedded(run_dir: str | Path, config: TrainConfig, out_dir: str | Pat
         trainer.ema.copy_to({"scene_reader": reader})
         sizes["scene_reader"] = _save_reader(reader, Path(out_dir)).stat().st_size
     return sizes
+
+
+def export_with_vae(model_dir: str | Path, vae_dir: str | Path, out_dir: str | Path) -> int:
+    """The pipeline folder ``model_dir`` with the VAE of ``vae_dir`` (e.g. the vae-decoder stage's
+    ``vae_decoder_model``) instead of its own, written to the new folder ``out_dir`` (fp16, like ``export``);
+    returns the VAE's bytes. Only the decoder may differ: the UNet's latents are the encoder's."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.exists() and (out_dir.resolve() == model_dir.resolve() or any(out_dir.iterdir())):
+        raise ValueError(f"{out_dir} exists and is not empty; write the pipeline to a new folder")
+    own = _trained_vae(model_dir / "vae", f" (is {model_dir} a pipeline folder?)")
+    other = _trained_vae(Path(vae_dir), " or the 'vae-decoder' stage")
+    _check_same_latents(own, other, vae_dir)
+    shutil.copytree(model_dir, out_dir, dirs_exist_ok=True)
+    return save_network(other, out_dir / "vae", fp16=True, extra_config=CONFIG_EXTRAS["vae"])
 
 
 def _save_reader(reader: SceneReader, folder: Path) -> Path:
