@@ -89,7 +89,7 @@ def _prompt_set(args) -> list:
     try:
         return as_triples(build_selection_set(args.selection_set))
     except ValueError as error:              # the shipped set's own seed: one line, no traceback
-        raise SystemExit(str(error)) from None
+        raise SystemExit(f"--selection-set: {error}") from None
 
 
 def _image_source(args):

@@ -40,7 +40,7 @@ def build_eval_set(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, first_see
 def build_selection_set(seed: int, size: int = DEFAULT_SIZE) -> list[dict]:
     """A sister of the shipped set (``build_eval_set``'s other ``seed``, generation seeds from SELECTION_FIRST_SEED)."""
     if seed == DEFAULT_SEED:
-        raise ValueError(f"--selection-set {DEFAULT_SEED} is the seed of the shipped set itself; choose another")
+        raise ValueError(f"selection set seed {DEFAULT_SEED} is the seed of the shipped set itself; choose another")
     return build_eval_set(size, seed, SELECTION_FIRST_SEED)
 
 
