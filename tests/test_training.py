@@ -415,6 +415,10 @@ def test_export_writes_a_pipeline_folder_again_with_a_fine_tuned_decoder(tmp_pat
     refused = export("--model", EMBEDDED_DIR, "--vae", tmp_path / "new_encoder", "--out", tmp_path / "out2")
     assert refused.returncode == 1 and "different encoder (encoder.conv_in.bias)" in refused.stderr
     assert not (tmp_path / "out2").exists()
+    assert not (tmp_path / "out2.partial").exists()
+    not_a_pipeline = export("--model", tmp_path / "new_decoder", "--vae", tmp_path / "new_decoder", "--out",
+                            tmp_path / "out4")
+    assert not_a_pipeline.returncode == 1 and "has no unet/model.pdparams; is it a pipeline folder?" in not_a_pipeline.stderr
     assert "needs --vae and --out" in export("--model", EMBEDDED_DIR, "--out", tmp_path / "out3").stderr
     assert "required: --run-dir" in export("--out", tmp_path / "out3").stderr
 

@@ -23,7 +23,7 @@ from ..scenes.sampling import STYLE_WEIGHTS, with_share
 from .config import TrainConfig
 from .data import FolderData, SceneData
 from .models import (CONFIG_EXTRAS, EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, grow_unet, load_tokenizer,
-                     read_json, save_network)
+                     WEIGHTS_FILE, read_json, save_network)
 from .noise import NoiseSchedule
 from .scene_reader import SceneReader
 from .tasks import DECODER_PARTS, DiffusionTask, TextReadingTask, VAETask
@@ -289,11 +289,19 @@ def export_with_vae(model_dir: str | Path, vae_dir: str | Path, out_dir: str | P
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if out_dir.exists() and (out_dir.resolve() == model_dir.resolve() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir} exists and is not empty; write the pipeline to a new folder")
-    own = _trained_vae(model_dir / "vae", f" (is {model_dir} a pipeline folder?)")
+    if not (model_dir / "unet" / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir} has no unet/{WEIGHTS_FILE}; is it a pipeline folder?")
+    own = _trained_vae(model_dir / "vae")
     other = _trained_vae(Path(vae_dir), " or the 'vae-decoder' stage")
     _check_same_latents(own, other, vae_dir)
-    shutil.copytree(model_dir, out_dir, dirs_exist_ok=True)
-    return save_network(other, out_dir / "vae", fp16=True, extra_config=CONFIG_EXTRAS["vae"])
+    partial = out_dir.with_name(out_dir.name + ".partial")   # renamed once whole: no half-written pipeline
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(model_dir, partial)
+    size = save_network(other, partial / "vae", fp16=True, extra_config=CONFIG_EXTRAS["vae"])
+    if out_dir.exists():
+        out_dir.rmdir()                                        # empty (checked above)
+    partial.rename(out_dir)
+    return size
 
 
 def _save_reader(reader: SceneReader, folder: Path) -> Path:
