@@ -110,6 +110,19 @@ CONFIG_EXTRAS = {"unet": {"_class_name": "UNet2DConditionModel"}, "vae": {"_clas
                  "text_encoder": {"model_type": "bert", "architectures": ["BertModel"]}}
 
 
+def check_pipeline_folders(*folders: Path) -> None:
+    """Each of ``folders`` holds a UNet's weights, or an error naming it (a VAE or run folder given by mistake)."""
+    for folder in folders:
+        if not (Path(folder) / "unet" / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{folder} has no unet/{WEIGHTS_FILE}; is it a pipeline folder?")
+
+
+def check_new_folder(out_dir: Path, what: str) -> None:
+    """``out_dir`` is missing or empty: files already in it would stay beside the new ``what``'s."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} exists and is not empty; write the {what} to a new folder")
+
+
 def export_pipeline(out_dir: str | Path, networks: dict, template: str | Path = EMBEDDED_DIR,
                     fp16: bool = True) -> dict[str, int]:
     """A loadable pipeline folder: the networks' weights plus tokenizer, scheduler and model_index from ``template``."""

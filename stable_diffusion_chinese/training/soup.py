@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 
 from ..json_files import read_json_object as read_json
-from .models import WEIGHTS_FILE
+from .models import WEIGHTS_FILE, check_new_folder, check_pipeline_folders
 
 AVERAGED = ("unet", "text_encoder", "scene_reader")
 IDENTICAL = ("vae",)
@@ -31,11 +31,8 @@ def average_pipelines(sources: list[str | Path], out_dir: str | Path) -> dict[st
         raise ValueError(f"a soup needs at least two pipeline folders, got {len(sources)}")
     if any(out_dir.resolve() == s.resolve() for s in sources):
         raise ValueError(f"{out_dir} is one of the sources; write the soup to a new folder")
-    if out_dir.exists() and any(out_dir.iterdir()):     # its old files would stay beside the soup's
-        raise ValueError(f"{out_dir} exists and is not empty; write the soup to a new folder")
-    for source in sources:
-        if not (source / "unet" / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{source} has no unet/{WEIGHTS_FILE}; is it a pipeline folder?")
+    check_new_folder(out_dir, "soup")
+    check_pipeline_folders(*sources)
     parts = [p for p in AVERAGED if (sources[0] / p / WEIGHTS_FILE).is_file()]
     for part in parts + list(IDENTICAL):
         _check_same_config(sources, part)

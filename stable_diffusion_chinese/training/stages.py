@@ -23,7 +23,7 @@ from ..scenes.sampling import STYLE_WEIGHTS, with_share
 from .config import TrainConfig
 from .data import FolderData, SceneData
 from .models import (CONFIG_EXTRAS, EMBEDDED_DIR, NETWORKS, build_network, export_pipeline, grow_unet, load_tokenizer,
-                     WEIGHTS_FILE, read_json, save_network)
+                     check_new_folder, check_pipeline_folders, read_json, save_network)
 from .noise import NoiseSchedule
 from .scene_reader import SceneReader
 from .tasks import DECODER_PARTS, DiffusionTask, TextReadingTask, VAETask
@@ -287,10 +287,8 @@ def export_with_vae(model_dir: str | Path, vae_dir: str | Path, out_dir: str | P
     ``vae_decoder_model``) instead of its own, written to the new folder ``out_dir`` (fp16, like ``export``);
     returns the VAE's bytes. Only the decoder may differ: the UNet's latents are the encoder's."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.exists() and (out_dir.resolve() == model_dir.resolve() or any(out_dir.iterdir())):
-        raise ValueError(f"{out_dir} exists and is not empty; write the pipeline to a new folder")
-    if not (model_dir / "unet" / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"{model_dir} has no unet/{WEIGHTS_FILE}; is it a pipeline folder?")
+    check_new_folder(out_dir, "pipeline")      # model_dir itself is not empty, so it is refused too
+    check_pipeline_folders(model_dir)
     own = _trained_vae(model_dir / "vae")
     other = _trained_vae(Path(vae_dir), " or the 'vae-decoder' stage")
     _check_same_latents(own, other, vae_dir)
