@@ -1,6 +1,6 @@
 """Train the embedded default model, export it, or fine-tune any model on a folder of captioned images.
 
-  python scripts/train_embedded.py all        --run-dir /work/embedded_run   (vae, then diffusion)
+  OMP_NUM_THREADS=1 python scripts/train_embedded.py recipe --run-dir /work/recipe   (all of it, from random weights)
   python scripts/train_embedded.py vae        --run-dir /work/embedded_run
   python scripts/train_embedded.py vae-decoder --run-dir /work/embedded_run [--init-from <VAE folder>]
   python scripts/train_embedded.py text-reading --run-dir /work/embedded_run [--init-from <pipeline folder>]
@@ -18,13 +18,24 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from stable_diffusion_chinese.training import stages
+from stable_diffusion_chinese.training import recipe, stages
 from stable_diffusion_chinese.training.config import TrainConfig
 
 
 def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = stage_config(parser, args)
+    try:
+        return _run_stage(args, config)
+    except (FileNotFoundError, ValueError, recipe.StageFailed) as error:   # a missing folder, a bad option or a
+        # failed recipe stage (its log has the traceback): one line
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["all", "vae", "vae-decoder", "text-reading", "diffusion", "export",
+    parser.add_argument("stage", choices=["recipe", "vae", "vae-decoder", "text-reading", "diffusion", "export",
                                           "finetune"])
     parser.add_argument("--run-dir", type=Path, help="the run's folder (every stage but export --model)")
     parser.add_argument("--out", type=Path, help="export: the pipeline folder to write")
@@ -41,7 +52,11 @@ def main(argv=None) -> int:
     for field in dataclasses.fields(TrainConfig):
         parser.add_argument("--" + field.name.replace("_", "-"), type=_bool if field.type in (bool, "bool") else
                             type(field.default), default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def stage_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainConfig:
+    """The stage's defaults with the options given, after the checks of which stage takes which options."""
     defaults = {"vae": stages.VAE_DEFAULTS, "vae-decoder": stages.VAE_DECODER_DEFAULTS,
                 "text-reading": stages.READING_DEFAULTS,
                 "finetune": dict(steps=1000, batch_size=4, learning_rate=1e-5, warmup_steps=0, ema_decay=0.999)
@@ -54,18 +69,21 @@ def main(argv=None) -> int:
         parser.error("export --model needs --vae and --out (the pipeline folder with that VAE)")
     if args.run_dir is None and not (args.stage == "export" and args.model is not None):
         parser.error("the following arguments are required: --run-dir")
+    given = sorted(overrides) + [name for name in ("out", "model", "vae", "init_from", "data", "resolution")
+                                 if getattr(args, name) is not None]
+    if args.stage == "recipe" and given:
+        parser.error(f"the recipe's options are its table (training/recipe.py), not {given}")
     try:
-        return _run_stage(args, TrainConfig(**{**defaults, **overrides}))
-    except (FileNotFoundError, ValueError) as error:   # a missing folder or a bad option: one line, no traceback
+        return TrainConfig(**{**defaults, **overrides})
+    except ValueError as error:                          # a bad value: one line, no traceback
         parser.exit(1, f"{parser.prog}: error: {error}\n")
 
 
 def _run_stage(args, config: TrainConfig) -> int:
     progress = not args.no_progress
-    if args.stage == "all":
-        # one command for the whole recipe; options given on the command line apply to the diffusion stage
-        print("trained VAE written to", stages.train_vae(args.run_dir, TrainConfig(**stages.VAE_DEFAULTS), progress))
-        print("diffusion stage reached step", stages.train_diffusion(args.run_dir, config, progress=progress))
+    if args.stage == "recipe":
+        out = recipe.run_recipe(args.run_dir, [sys.executable, str(Path(__file__).resolve())])
+        print(f"recipe finished: {out} ({recipe.recipe_seconds(args.run_dir) / 3600:.2f} h of wall-clock in all)")
     elif args.stage == "vae":
         print("trained VAE written to", stages.train_vae(args.run_dir, config, progress))
     elif args.stage == "vae-decoder":
