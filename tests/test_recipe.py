@@ -156,3 +156,35 @@ def test_the_recipe_command_refuses_options_its_table_does_not_have(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "the recipe's options are its table" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "recipe").exists()
+
+
+def test_a_killed_recipe_takes_its_stages_with_it(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE)
+    record = tmp_path / "record.jsonl"
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import sys
+        from stable_diffusion_chinese.training.recipe import Stage, run_recipe
+        run_recipe({str(tmp_path / "run")!r}, [sys.executable, {str(fake)!r}],
+                   (Stage("slow", ("work", "--tag", "slow", "--sleep", "60")),), poll_seconds=0.05)
+    """))
+    env = {**os.environ, "RECIPE_RECORD": str(record), "RECIPE_FAIL": str(tmp_path / "fail-")}
+    parent = subprocess.Popen([sys.executable, str(driver)], env=env)
+    deadline = time.time() + 120
+    while not record.is_file() and time.time() < deadline:
+        time.sleep(0.1)
+    assert record.is_file(), "the stage never started"
+    parent.send_signal(signal.SIGKILL)                   # no chance to clean up
+    parent.wait()
+    children = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True)
+    for _ in range(50):
+        if not children.stdout.strip():
+            break
+        time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True)
+    assert not children.stdout.strip(), "the stage went on after its recipe was killed"

@@ -20,6 +20,7 @@ watercolour) and the uniform soup of the three (Wortsman et al. 2022; the shippe
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -175,7 +176,7 @@ def _launch(run_dir: Path, stage: Stage, stages: tuple[Stage, ...], launcher: li
     out = open(log, "a", encoding="utf-8")      # the child keeps its own copy of the descriptor
     try:
         return subprocess.Popen([*launcher, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "OMP_NUM_THREADS": THREADS})
+                                env={**os.environ, "OMP_NUM_THREADS": THREADS}, preexec_fn=_die_with_parent)
     finally:
         out.close()
 
@@ -251,6 +252,15 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before it starts: Linux sends it SIGTERM when the recipe dies, even of SIGKILL, so no stage
+    goes on training unwatched while a recipe run again starts a second one on the same checkpoints."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):                                # not Linux: the lock and SIGTERM still hold
+        pass
 
 
 def _exit_on_signal(signum, frame):
