@@ -6,6 +6,7 @@ replayed into ours through a generator object that draws from the same torch gen
 """
 
 import numpy as np
+import paddle
 import pytest
 from PIL import Image
 
@@ -15,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from conftest import CONFIGS, reference_config
 from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
+from stable_diffusion_chinese.pipelines.metadata import to_a1111_text
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "dpm++2m": "DPMSolverMultistepScheduler"}
 # SD 1.5's scheduler settings (scheduler/scheduler_config.json of the SD 1.5 pipeline)
@@ -89,6 +91,40 @@ def test_text_to_image_matches_diffusers(reference_parts, scheduler, tmp_path, r
     got = ours([PROMPT, "blue square"], latents=latents, progress=False, **kwargs).images
     for g, e in zip(got, expected):
         assert_images_match(g, e)
+
+
+def test_guidance_rescale_matches_diffusers(reference_parts, tmp_path, rng):
+    """diffusers' ``guidance_rescale`` (Lin et al. 2023): the same latents, a change far beyond that agreement, a
+    checked value. Latents, not images: this tiny random VAE decodes a visible change to a pixel or two."""
+    ref = reference_pipeline(reference_parts, diffusers.StableDiffusionPipeline, "euler")
+    ours = our_pipeline(ref, tmp_path)
+    latents = rng.standard_normal((1, 4, 32, 32)).astype("float32")
+    kwargs = dict(height=64, width=64, num_inference_steps=4, guidance_scale=30.0, output_type="latent",
+                  negative_prompt="low quality 模糊")
+    expected = ref(PROMPT, latents=torch.from_numpy(latents), guidance_rescale=0.7, **kwargs).images.numpy()
+    got = ours(PROMPT, latents=latents, progress=False, guidance_rescale=0.7, **kwargs)
+    plain = ours(PROMPT, latents=latents, progress=False, **kwargs).images
+    error, effect = np.abs(got.images - expected).max(), np.abs(got.images - plain).max()
+    assert error < 1e-4 * np.abs(expected).max()
+    assert effect > 20 * error                          # the agreement is about rescaling, not despite it
+    assert got.params[0].extra == {"Guidance rescale": "0.7"} and "Guidance rescale: 0.7" in to_a1111_text(got.params[0])
+    for bad in (1.5, -0.1, "0.7", True):
+        with pytest.raises(ValueError, match="guidance_rescale must be a number from 0 to 1"):
+            ours(PROMPT, latents=latents, progress=False, guidance_rescale=bad, **kwargs)
+
+
+def test_rescale_guidance_is_diffusers_rescale_noise_cfg(rng):
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+    from stable_diffusion_chinese.pipelines.stable_diffusion import rescale_guidance
+
+    cond = rng.standard_normal((2, 4, 8, 8)).astype("float32")
+    guided = (3.0 * rng.standard_normal((2, 4, 8, 8)) + 0.5).astype("float32")      # guidance inflated its spread
+    for phi in (0.0, 0.7, 1.0):
+        expected = rescale_noise_cfg(torch.from_numpy(guided), torch.from_numpy(cond), guidance_rescale=phi).numpy()
+        got = rescale_guidance(paddle.to_tensor(guided), paddle.to_tensor(cond), phi).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    full = rescale_guidance(paddle.to_tensor(guided), paddle.to_tensor(cond), 1.0).numpy()
+    np.testing.assert_allclose(full.std(axis=(1, 2, 3), ddof=1), cond.std(axis=(1, 2, 3), ddof=1), rtol=1e-5)
 
 
 @pytest.mark.parametrize("scheduler", list(SCHEDULERS))

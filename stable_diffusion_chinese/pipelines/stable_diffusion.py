@@ -78,12 +78,12 @@ class StableDiffusionPipeline:
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  num_images_per_prompt: int = 1, seed=None, generator=None, latents=None, eta: float = 0.0,
                  scheduler=None, output_type: str = "pil", callback: StepCallback | None = None,
-                 progress: bool = True, clip_skip: int | None = None) -> PipelineOutput:
+                 progress: bool = True, clip_skip: int | None = None, guidance_rescale: float = 0.0) -> PipelineOutput:
         sample = self.unet.config.sample_size * self.vae_scale_factor
         height, width = (sample if height is None else height), (sample if width is None else width)
         run = self._prepare(prompt, negative_prompt, height, width, num_inference_steps,
                             guidance_scale, num_images_per_prompt, seed, generator, eta, scheduler,
-                            output_type, clip_skip)
+                            output_type, clip_skip, guidance_rescale=guidance_rescale)
         scheduler = run.scheduler
         scheduler.set_timesteps(run.steps)
         shape = self._latent_shape(run)
@@ -98,11 +98,11 @@ class StableDiffusionPipeline:
                 width: int | None = None, num_inference_steps: int | None = None,
                 guidance_scale: float | None = None, num_images_per_prompt: int = 1, seed=None, generator=None,
                 eta: float = 0.0, scheduler=None, output_type: str = "pil", callback: StepCallback | None = None,
-                progress: bool = True, clip_skip: int | None = None) -> PipelineOutput:
+                progress: bool = True, clip_skip: int | None = None, guidance_rescale: float = 0.0) -> PipelineOutput:
         init = image_io.fit(image_io.load_image(image), width, height, self.size_multiple)
         run = self._prepare(prompt, negative_prompt, init.height, init.width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, seed, generator, eta, scheduler, output_type, clip_skip,
-                            strength=strength)
+                            strength=strength, guidance_rescale=guidance_rescale)
         scheduler = run.scheduler
         scheduler.set_timesteps(run.steps)
         timesteps = scheduler.img2img_timesteps(_strength(strength))
@@ -118,7 +118,7 @@ class StableDiffusionPipeline:
                 guidance_scale: float | None = None, num_images_per_prompt: int = 1, seed=None, generator=None,
                 latents=None, eta: float = 0.0, scheduler=None, output_type: str = "pil",
                 callback: StepCallback | None = None, progress: bool = True,
-                clip_skip: int | None = None) -> PipelineOutput:
+                clip_skip: int | None = None, guidance_rescale: float = 0.0) -> PipelineOutput:
         """Repaint the white part of ``mask_image``. A 9-channel UNet sees the mask and the masked image;
         a 4-channel one gets the known region blended back after every step (diffusers' two paths)."""
         init = image_io.fit(image_io.load_image(image), width, height, self.size_multiple)
@@ -127,7 +127,7 @@ class StableDiffusionPipeline:
             raise ValueError(f"mask_image is {mask.width}x{mask.height} but the image is {init.width}x{init.height}")
         run = self._prepare(prompt, negative_prompt, init.height, init.width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, seed, generator, eta, scheduler, output_type, clip_skip,
-                            strength=strength)
+                            strength=strength, guidance_rescale=guidance_rescale)
         channels = self.unet.config.in_channels
         if channels not in (4, 9):
             raise ValueError(f"inpainting needs a 4- or 9-channel UNet, this one has {channels} input channels")
@@ -172,7 +172,7 @@ class StableDiffusionPipeline:
         return max(8, self.vae_scale_factor)
 
     def _prepare(self, prompt, negative_prompt, height, width, steps, guidance_scale, per_prompt, seed,
-                 generator, eta, scheduler, output_type, clip_skip, strength=None) -> "_Run":
+                 generator, eta, scheduler, output_type, clip_skip, strength=None, guidance_rescale=0.0) -> "_Run":
         steps, guidance_scale = self.generation_defaults.resolve(steps, guidance_scale)
         prompts = _texts(prompt, "prompt")
         negatives = _texts("" if negative_prompt is None else negative_prompt, "negative_prompt")
@@ -187,6 +187,9 @@ class StableDiffusionPipeline:
             raise ValueError(f"num_images_per_prompt must be a positive integer, got {per_prompt!r}")
         if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
             raise TypeError(f"guidance_scale must be a number, got {guidance_scale!r}")
+        if isinstance(guidance_rescale, bool) or not isinstance(guidance_rescale, (int, float)) \
+                or not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must be a number from 0 to 1 (0 = off), got {guidance_rescale!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         batch = len(prompts) * per_prompt
@@ -206,10 +209,11 @@ class StableDiffusionPipeline:
         params = [GenerationParams(prompt=p, negative_prompt=n, steps=steps,
                                    sampler=scheduler_name(sched), cfg_scale=float(guidance_scale),
                                    seed=s, width=width, height=height, model=self.model_name,
-                                   strength=strength, clip_skip=clip_skip, eta=eta or None)
+                                   strength=strength, clip_skip=clip_skip, eta=eta or None,
+                                   extra={"Guidance rescale": f"{guidance_rescale:g}"} if guidance_rescale else {})
                   for (p, n), s in zip([pn for pn in zip(prompts, negatives) for _ in range(per_prompt)], seeds)]
         return _Run(batch, height, width, generators, sched, guidance, float(guidance_scale), embeddings, eta,
-                    output_type, params, int(steps))
+                    output_type, params, int(steps), guidance_rescale=float(guidance_rescale))
 
     def _scheduler(self, choice):
         if choice is None:
@@ -258,6 +262,8 @@ class StableDiffusionPipeline:
                 if run.guidance:
                     uncond, cond = prediction.chunk(2)
                     prediction = uncond + run.guidance_scale * (cond - uncond)
+                    if run.guidance_rescale > 0:
+                        prediction = rescale_guidance(prediction, cond, run.guidance_rescale)
                 step_noise = batch_noise(run.generators, latents.shape[1:]) if _draws_noise(scheduler, run.eta) else None
                 latents = scheduler.step(prediction, t, latents, noise=step_noise, eta=run.eta).prev_sample
                 if blend is not None:
@@ -276,6 +282,16 @@ class StableDiffusionPipeline:
         return PipelineOutput(images, run.params, stopped_at)
 
 
+def rescale_guidance(guided: paddle.Tensor, cond: paddle.Tensor, phi: float) -> paddle.Tensor:
+    """Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed", section 3.4 and Algorithm 2:
+    scale the guided prediction back to the per-image standard deviation of the conditional one (a high guidance
+    scale inflates it, which over-exposes), then mix the two by ``phi``. The standard deviation is over all of an
+    image's elements with Bessel's correction, as diffusers' ``rescale_noise_cfg`` takes it with torch's ``std``."""
+    axes = list(range(1, guided.ndim))
+    rescaled = guided * (paddle.std(cond, axis=axes, keepdim=True) / paddle.std(guided, axis=axes, keepdim=True))
+    return phi * rescaled + (1.0 - phi) * guided
+
+
 @dataclasses.dataclass
 class _Run:
     batch: int
@@ -291,6 +307,7 @@ class _Run:
     params: list
     steps: int
     unet_extra: paddle.Tensor | None = None
+    guidance_rescale: float = 0.0
 
 
 class _Blend:
