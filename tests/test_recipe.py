@@ -104,6 +104,7 @@ def test_recipe_runs_ready_stages_two_at_a_time_and_goes_on_after_a_failure(tmp_
     changed = (stage("a", 0.2),) + stages[1:]
     with pytest.raises(ValueError, match="'a' finished .* but the recipe now says"):
         run_recipe(run, launcher, changed, poll_seconds=0.05)
+    assert not (run / "recipe" / "lock").exists()                        # a refused folder is not left locked
 
     (run / "recipe" / "lock").write_text(str(os.getpid()))                # a live process holds the folder
     with pytest.raises(ValueError, match=f"another recipe \\(pid {os.getpid()}\\)"):

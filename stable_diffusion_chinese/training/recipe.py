@@ -92,8 +92,8 @@ def run_recipe(run_dir: str | Path, launcher: list[str], stages: tuple[Stage, ..
     check_order(stages)
     marks = run_dir / "recipe"
     marks.mkdir(parents=True, exist_ok=True)
-    lock = _take_lock(marks / "lock")
     done = {s.name for s in stages if _finished(marks, s, run_dir)}
+    lock = _take_lock(marks / "lock")
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     started = time.time()
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)   # so `finally` stops the children too
