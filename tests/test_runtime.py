@@ -18,7 +18,7 @@ from conftest import reference_config
 from stable_diffusion_chinese.models.attention_ops import attention
 from stable_diffusion_chinese.models.unet import UNet2DConditionModel
 from stable_diffusion_chinese.models.vae import AutoencoderKL
-from stable_diffusion_chinese.models.vae_tiling import VAETiling, blend_weights, tile_starts, tiled_decode
+from stable_diffusion_chinese.models.vae_tiling import VAETiling, tiled_decode
 from stable_diffusion_chinese.pipelines.stable_diffusion import StableDiffusionPipeline
 from stable_diffusion_chinese.runtime import (RuntimeOptions, enable_attention_slicing, enable_vae_tiling,
                                               export_model, load_exported, load_pipeline, read_export_index,
@@ -257,14 +257,13 @@ def test_attention_slicing_rejects_bad_budgets(networks):
 # ------------------------------------------------------------------------------------------------ VAE tiling
 
 
-def test_tiles_cover_the_image_and_weights_sum_to_one():
-    for size, tile, stride in ((100, 32, 24), (32, 32, 24), (33, 32, 24), (200, 64, 48)):
-        starts = tile_starts(size, tile, stride)
-        assert starts[0] == 0 and starts[-1] + tile >= size
-        total = np.zeros(size)
-        for start, w in zip(starts, blend_weights(starts, tile, size)):
-            total[start:start + len(w)] += w
-        assert np.allclose(total, 1.0, atol=1e-6), (size, tile)
+def test_a_tile_that_does_not_join_up_is_refused():
+    """With diffusers' numbers a 36 px tile over a factor-2 VAE keeps 27 px of each tile but moves 26 px between
+    tiles, so diffusers' own result would come out the wrong size; the tiling says so by name instead."""
+    for tile in (32, 48, 64):
+        VAETiling(tile=tile).check_factor(2)
+    with pytest.raises(ValueError, match="tile=36 with overlap=0.25 does not tile evenly"):
+        VAETiling(tile=36).check_factor(2)
 
 
 def test_tiling_is_exact_for_a_local_decoder(rng):
@@ -283,8 +282,10 @@ def test_tiling_is_exact_for_a_local_decoder(rng):
 def test_vae_tiling_approaches_untiled_as_tiles_grow(rng):
     """A real (tiny) VAE: tiles see their own GroupNorm statistics, their own mid-block attention and zero
     padding at their borders, so tiled and untiled differ everywhere, by less as tiles cover more of the
-    image. Measured on this seed (96x96 image, random weights, output std 0.83): mean |diff| 0.11, 0.060,
-    0.035 for 32, 48, 64 px tiles; the bound below is the 64 px figure with 40 % margin."""
+    image. Measured on this seed (96x96 image, random weights, output std 0.83) with diffusers' layout: mean
+    |diff| 0.126, 0.076, 0.047 for 32, 48, 64 px tiles (the last tiles of a row are cut short by the border, so
+    they see less context than the layout used before 2026-12-08, which moved them back and measured 0.11, 0.060,
+    0.035); the bound below is the 64 px figure with 40 % margin."""
     paddle.seed(0)
     vae = AutoencoderKL.from_config(reference_config("vae_tiny.json"))
     vae.eval()
@@ -299,7 +300,7 @@ def test_vae_tiling_approaches_untiled_as_tiles_grow(rng):
         assert np.array_equal(vae.decode(z).numpy(), untiled)
         vae.tiling = None
     assert errors[0] > errors[1] > errors[2]
-    assert errors[2] <= 0.05, errors
+    assert errors[2] <= 0.066, errors
 
 
 def test_vae_tiled_encode_keeps_shapes_and_is_close(rng):

@@ -83,6 +83,33 @@ def test_vae_encode_decode_match_diffusers(rng):
     assert ours.config.scaling_factor == pytest.approx(0.18215)
 
 
+def test_vae_tiling_matches_diffusers(rng):
+    """``enable_vae_tiling`` gives diffusers' ``enable_tiling`` result: its tile layout (the last tiles cut short by
+    the border), its blending with the already blended neighbours, its crops, on decode and encode."""
+    from stable_diffusion_chinese.runtime import enable_vae_tiling
+
+    ours, ref = twin(AutoencoderKL, diffusers.AutoencoderKL, reference_config("vae_tiny.json"))   # factor 2
+    ref.enable_tiling()
+    ref.tile_sample_min_size, ref.tile_latent_min_size = 32, 16        # diffusers' sizes for a 32 px tile
+    enable_vae_tiling(ours, tile=32)
+    z = rng.standard_normal((1, 4, 40, 27)).astype("float32")            # 80 x 54 px: 4 x 3 tiles, partial ones
+    images = rng.uniform(-1, 1, (1, 3, 70, 96)).astype("float32")
+    with torch.no_grad():
+        expected = ref.decode(torch.from_numpy(z)).sample.numpy()
+        moments = ref.encode(torch.from_numpy(images)).latent_dist
+    decoded = ours.decode(z).numpy()
+    assert decoded.shape == expected.shape == (1, 3, 80, 54)
+    scale = np.abs(expected).max()
+    assert np.abs(decoded - expected).max() <= TOL * scale
+    posterior = ours.encode(images)
+    assert posterior.mean.shape == list(moments.mean.shape) == [1, 4, 35, 48]
+    assert np.abs(posterior.mean.numpy() - moments.mean.numpy()).max() <= TOL * np.abs(moments.mean.numpy()).max()
+    assert np.abs(posterior.logvar.numpy() - moments.logvar.numpy()).max() <= TOL * np.abs(moments.logvar.numpy()).max()
+    ours.tiling = None
+    untiled = ours.decode(z).numpy()
+    assert np.abs(untiled - expected).max() > 100 * TOL * scale          # the tiles did change the result
+
+
 def test_vae_without_quant_convs_or_mid_attention(rng):
     config = dict(reference_config("vae_tiny.json"), use_quant_conv=False, use_post_quant_conv=False,
                   mid_block_add_attention=False, layers_per_block=2)
