@@ -159,7 +159,7 @@ def test_the_recipe_command_refuses_options_its_table_does_not_have(tmp_path):
     assert not (tmp_path / "recipe").exists()
 
 
-def test_a_killed_recipe_takes_its_stages_with_it(tmp_path):
+def test_a_killed_recipe_takes_its_stages_with_it_and_its_time_still_counts(tmp_path, monkeypatch):
     import signal
     import subprocess
     import time
@@ -189,3 +189,13 @@ def test_a_killed_recipe_takes_its_stages_with_it(tmp_path):
         time.sleep(0.1)
         children = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True)
     assert not children.stdout.strip(), "the stage went on after its recipe was killed"
+
+    # run again: the killed invocation's time is counted from its last heartbeat, then the stage runs to its end
+    for name in ("RECIPE_RECORD", "RECIPE_FAIL"):
+        monkeypatch.setenv(name, env[name])
+    run_recipe(tmp_path / "run", [sys.executable, str(fake)], (Stage("slow", ("work", "--tag", "slow", "--sleep",
+                                                                              "0.1")),), poll_seconds=0.05)
+    runs = [json.loads(line) for line in (tmp_path / "run" / "recipe" / "runs.jsonl").read_text().splitlines()]
+    assert [r.get("killed", False) for r in runs] == [True, False] and runs[0]["seconds"] > 0
+    assert [r["finished"] for r in runs] == [False, True]
+    assert not (tmp_path / "run" / "recipe" / recipe.HEARTBEAT).exists()

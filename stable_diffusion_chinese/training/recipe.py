@@ -9,7 +9,8 @@ split their reductions by thread, so the thread count is part of the result; and
 
 Every stage resumes from its own checkpoints, so the command run again after a stop (the end of a session,
 a kill) goes on where it stopped and gives the same weights. A finished stage leaves ``recipe/<stage>.json``
-and is skipped; ``recipe/runs.jsonl`` holds each invocation's wall-clock time, which adds up to the time
+and is skipped; ``recipe/runs.jsonl`` holds each invocation's wall-clock time (that of one killed outright
+comes from its last heartbeat, at most a poll short), which adds up to the time
 the recipe took. The result is ``<run-dir>/pipeline``, the folder to copy into ``assets/embedded``.
 
 The shape of the recipe is the lineage of the weights shipped up to 2026-12-08 (docs/embedded_lineage.md)
@@ -94,6 +95,7 @@ def run_recipe(run_dir: str | Path, launcher: list[str], stages: tuple[Stage, ..
     marks.mkdir(parents=True, exist_ok=True)
     done = {s.name for s in stages if _finished(marks, s, run_dir)}
     lock = _take_lock(marks / "lock")
+    _close_unfinished_invocation(marks)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     started = time.time()
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)   # so `finally` stops the children too
@@ -123,6 +125,7 @@ def run_recipe(run_dir: str | Path, launcher: list[str], stages: tuple[Stage, ..
                 done.add(name)
             if not finished:
                 time.sleep(poll_seconds)
+            _heartbeat(marks, started)
     finally:
         for child, _ in running.values():          # a stopped recipe stops its stages; they resume next time
             child.terminate()
@@ -130,9 +133,28 @@ def run_recipe(run_dir: str | Path, launcher: list[str], stages: tuple[Stage, ..
             child.wait()
         _record(marks / "runs.jsonl", started=_iso(started), seconds=round(time.time() - started, 1),
                 finished=len(done) == len(stages))
+        (marks / HEARTBEAT).unlink(missing_ok=True)
         signal.signal(signal.SIGTERM, previous)
         lock.unlink(missing_ok=True)
     return run_dir / (stages[-1].folder or "")
+
+
+HEARTBEAT = "running.json"     # an invocation's time so far, rewritten every poll: its time survives a SIGKILL
+
+
+def _heartbeat(marks: Path, started: float) -> None:
+    partial = marks / (HEARTBEAT + ".tmp")
+    partial.write_text(json.dumps({"started": _iso(started), "seconds": round(time.time() - started, 1)}))
+    partial.replace(marks / HEARTBEAT)
+
+
+def _close_unfinished_invocation(marks: Path) -> None:
+    """An invocation killed outright (the end of a session) left its last heartbeat: count that time too."""
+    path = marks / HEARTBEAT
+    if path.is_file():
+        last = json.loads(path.read_text(encoding="utf-8"))
+        _record(marks / "runs.jsonl", started=last["started"], seconds=last["seconds"], finished=False, killed=True)
+        path.unlink()
 
 
 def recipe_seconds(run_dir: str | Path) -> float:
@@ -239,7 +261,8 @@ def _take_lock(path: Path) -> Path:
     if path.is_file():
         pid = int(path.read_text() or 0)
         if pid and _alive(pid):
-            raise ValueError(f"another recipe (pid {pid}) is running in {path.parent.parent}")
+            raise ValueError(f"another recipe (pid {pid}) is running in {path.parent.parent}; if no recipe runs "
+                             f"there (the pid was reused after a restart), delete {path}")
     path.write_text(str(os.getpid()))
     return path
 
