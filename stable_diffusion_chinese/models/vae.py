@@ -200,8 +200,7 @@ class AutoencoderKL(PretrainedLayer):
         """Images in [-1, 1], [B, C, H, W] with H and W multiples of the downscale factor."""
         x = _images(images, self.config.in_channels, self.downscale_factor)
         if self.tiling is not None and self.tiling.needed(x.shape[2], x.shape[3]):
-            return DiagonalGaussian(tiled_encode(self.moments, x, self.downscale_factor, self.tiling,
-                                                 2 * self.config.latent_channels))
+            return DiagonalGaussian(tiled_encode(self.moments, x, self.downscale_factor, self.tiling))
         return DiagonalGaussian(self.moments(x))
 
     def moments(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -218,7 +217,7 @@ class AutoencoderKL(PretrainedLayer):
             raise ValueError(f"VAE decode expects latents [B, {self.config.latent_channels}, h, w], got {list(z.shape)}")
         f = self.downscale_factor
         if self.tiling is not None and self.tiling.needed(z.shape[2] * f, z.shape[3] * f):
-            return tiled_decode(self.decode_latents, z, f, self.tiling, self.config.out_channels)
+            return tiled_decode(self.decode_latents, z, f, self.tiling)
         return self.decode_latents(z)
 
     def decode_latents(self, z: paddle.Tensor) -> paddle.Tensor:

@@ -100,18 +100,15 @@ def _run_tiles(fn: Callable, x: paddle.Tensor, in_tile: int, out_tile: int, over
                                             for row in rows], axis=2))
 
 
-def tiled_decode(decode: Callable, latents: paddle.Tensor, factor: int, tiling: VAETiling,
-                 out_channels: int) -> paddle.Tensor:
-    """Images [B, out_channels, h*factor, w*factor] from latents [B, C, h, w], one tile at a time.
+def tiled_decode(decode: Callable, latents: paddle.Tensor, factor: int, tiling: VAETiling) -> paddle.Tensor:
+    """Images [B, C', h*factor, w*factor] from latents [B, C, h, w], one tile at a time.
 
-    ``decode`` maps latent tiles to image tiles (post-quant conv + decoder); ``out_channels`` is kept for the
-    callers' sake (the tiles carry their channels)."""
+    ``decode`` maps latent tiles to image tiles (post-quant conv + decoder)."""
     tiling.check_factor(factor)
     return _run_tiles(decode, latents, tiling.tile // factor, tiling.tile, tiling.overlap)
 
 
-def tiled_encode(encode: Callable, images: paddle.Tensor, factor: int, tiling: VAETiling,
-                 moment_channels: int) -> paddle.Tensor:
+def tiled_encode(encode: Callable, images: paddle.Tensor, factor: int, tiling: VAETiling) -> paddle.Tensor:
     """Posterior moments [B, 2*latent, H/factor, W/factor] of images [B, C, H, W], one tile at a time.
 
     ``encode`` maps image tiles to moment tiles (encoder + quant conv); mean and log-variance are blended

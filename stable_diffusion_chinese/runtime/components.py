@@ -72,7 +72,7 @@ class InferenceVAE(_Component):
             raise ValueError(f"VAE decode expects latents [B, {self.config.latent_channels}, h, w], got {list(z.shape)}")
         f = self.downscale_factor
         if self.tiling is not None and self.tiling.needed(z.shape[2] * f, z.shape[3] * f):
-            return tiled_decode(self._decode_tile, paddle.to_tensor(z), f, self.tiling, self.config.out_channels)
+            return tiled_decode(self._decode_tile, paddle.to_tensor(z), f, self.tiling)
         return paddle.to_tensor(self.decoder.run(z))
 
     def encode(self, images) -> DiagonalGaussian:
@@ -84,8 +84,7 @@ class InferenceVAE(_Component):
         if x.shape[2] % f or x.shape[3] % f:
             raise ValueError(f"image size {x.shape[3]}x{x.shape[2]} is not a multiple of {f}")
         if self.tiling is not None and self.tiling.needed(x.shape[2], x.shape[3]):
-            return DiagonalGaussian(tiled_encode(self._encode_tile, paddle.to_tensor(x), f, self.tiling,
-                                                 2 * self.config.latent_channels))
+            return DiagonalGaussian(tiled_encode(self._encode_tile, paddle.to_tensor(x), f, self.tiling))
         return DiagonalGaussian(paddle.to_tensor(self.encoder.run(x)))
 
     def _decode_tile(self, z: paddle.Tensor) -> np.ndarray:
