@@ -176,10 +176,18 @@ def test_a_killed_recipe_takes_its_stages_with_it_and_its_time_still_counts(tmp_
     """))
     env = {**os.environ, "RECIPE_RECORD": str(record), "RECIPE_FAIL": str(tmp_path / "fail-")}
     parent = subprocess.Popen([sys.executable, str(driver)], env=env)
+    heartbeat = tmp_path / "run" / "recipe" / recipe.HEARTBEAT
+
+    def beating() -> bool:       # the stage runs and the recipe has noted some of its time
+        try:
+            return record.is_file() and json.loads(heartbeat.read_text())["seconds"] > 0
+        except (OSError, ValueError):
+            return False
+
     deadline = time.time() + 120
-    while not record.is_file() and time.time() < deadline:
+    while not beating() and time.time() < deadline:
         time.sleep(0.1)
-    assert record.is_file(), "the stage never started"
+    assert beating(), "the stage never started"
     parent.send_signal(signal.SIGKILL)                   # no chance to clean up
     parent.wait()
     children = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True)

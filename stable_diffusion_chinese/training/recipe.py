@@ -98,6 +98,7 @@ def run_recipe(run_dir: str | Path, launcher: list[str], stages: tuple[Stage, ..
     _close_unfinished_invocation(marks)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     started = time.time()
+    _heartbeat(marks, started)
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)   # so `finally` stops the children too
     try:
         while len(done) < len(stages):
