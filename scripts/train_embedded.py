@@ -25,9 +25,8 @@ from stable_diffusion_chinese.training.config import TrainConfig
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = stage_config(parser, args)
     try:
-        return _run_stage(args, config)
+        return _run_stage(args, stage_config(parser, args))
     except (FileNotFoundError, ValueError, recipe.StageFailed) as error:   # a missing folder, a bad option or a
         # failed recipe stage (its log has the traceback): one line
         parser.exit(1, f"{parser.prog}: error: {error}\n")
@@ -73,10 +72,7 @@ def stage_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> T
                                  if getattr(args, name) is not None]
     if args.stage == "recipe" and given:
         parser.error(f"the recipe's options are its table (training/recipe.py), not {given}")
-    try:
-        return TrainConfig(**{**defaults, **overrides})
-    except ValueError as error:                          # a bad value: one line, no traceback
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    return TrainConfig(**{**defaults, **overrides})     # a bad value: ValueError, one line from main
 
 
 def _run_stage(args, config: TrainConfig) -> int:

@@ -69,15 +69,9 @@ def _blend(before: np.ndarray, tile: np.ndarray, extent: int, axis: int) -> None
     extent = min(before.shape[axis], tile.shape[axis], extent)
     if extent == 0:
         return
-    ramp = (np.arange(extent) / extent).astype(np.float32)
-    shape = [1, 1, 1, 1]
-    shape[axis] = extent
-    ramp = ramp.reshape(shape)
-    head = [slice(None)] * 4
-    head[axis] = slice(0, extent)
-    tail = [slice(None)] * 4
-    tail[axis] = slice(before.shape[axis] - extent, before.shape[axis])
-    tile[tuple(head)] = before[tuple(tail)] * (1 - ramp) + tile[tuple(head)] * ramp
+    ramp = (np.arange(extent) / extent).astype(np.float32).reshape(-1, 1, 1, 1)
+    ours, theirs = np.moveaxis(tile, axis, 0), np.moveaxis(before, axis, 0)   # views: writing ``ours`` writes tile
+    ours[:extent] = theirs[-extent:] * (1 - ramp) + ours[:extent] * ramp
 
 
 def _numpy(value) -> np.ndarray:

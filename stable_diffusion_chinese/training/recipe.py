@@ -31,6 +31,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..folders import staged_folder
 from .checkpoint import checkpoint_path, latest_checkpoint
 from .soup import average_pipelines
 
@@ -91,6 +92,7 @@ def run_recipe(run_dir: str | Path, launcher: list[str], stages: tuple[Stage, ..
     script (``[sys.executable, "scripts/train_embedded.py"]``). Returns the last stage's folder."""
     run_dir = Path(run_dir)
     check_order(stages)
+    by_name = {stage.name: stage for stage in stages}
     marks = run_dir / "recipe"
     marks.mkdir(parents=True, exist_ok=True)
     done = {s.name for s in stages if _finished(marks, s, run_dir)}
@@ -110,13 +112,13 @@ def run_recipe(run_dir: str | Path, launcher: list[str], stages: tuple[Stage, ..
                         _soup(run_dir, stage, marks)
                         done.add(stage.name)
                     else:
-                        running[stage.name] = (_launch(run_dir, stage, stages, launcher), time.time())
+                        running[stage.name] = (_launch(run_dir, stage, by_name.get(stage.branch_of), launcher), time.time())
             if not running:
                 continue                               # check_order: something is ready, or all is done
             finished = [name for name, (child, _) in running.items() if child.poll() is not None]
             for name in finished:
                 child, since = running.pop(name)
-                stage = next(s for s in stages if s.name == name)
+                stage = by_name[name]
                 _record(marks / "times.jsonl", stage=name, seconds=round(time.time() - since, 1),
                         returncode=child.returncode)
                 if child.returncode != 0:
@@ -183,25 +185,22 @@ def check_order(stages: tuple[Stage, ...]) -> None:
 
 
 def command(run_dir: Path, stage: Stage) -> list[str]:
-    """The stage's training-script arguments, as run (and as recorded when it finishes)."""
-    args = [arg.replace(RUN, str(run_dir)) for arg in stage.args]
-    return [*args, "--run-dir", str(run_dir / stage.folder), "--no-progress"]
+    """The stage's training-script arguments, as run."""
+    return [arg.replace(RUN, str(run_dir)) for arg in _description(stage)] + ["--no-progress"]
 
 
-def _launch(run_dir: Path, stage: Stage, stages: tuple[Stage, ...], launcher: list[str]) -> subprocess.Popen:
-    if stage.branch_of:
-        _start_branch(run_dir, stage, next(s for s in stages if s.name == stage.branch_of))
+def _launch(run_dir: Path, stage: Stage, source: Stage | None, launcher: list[str]) -> subprocess.Popen:
+    """Start the stage's child process; ``source``: the stage a branch continues."""
+    if source is not None:
+        _start_branch(run_dir, stage, source)
     log = _log_path(run_dir, stage.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     args = command(run_dir, stage)
-    with open(log, "a", encoding="utf-8") as out:
+    with open(log, "a", encoding="utf-8") as out:      # the child keeps its own copy of the descriptor
         out.write(f"--- {_iso(time.time())} recipe runs: {' '.join(args)}\n")
-    out = open(log, "a", encoding="utf-8")      # the child keeps its own copy of the descriptor
-    try:
+        out.flush()
         return subprocess.Popen([*launcher, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "OMP_NUM_THREADS": THREADS}, preexec_fn=_die_with_parent)
-    finally:
-        out.close()
 
 
 def _start_branch(run_dir: Path, stage: Stage, source: Stage) -> None:
@@ -222,13 +221,9 @@ def _start_branch(run_dir: Path, stage: Stage, source: Stage) -> None:
 
 
 def _soup(run_dir: Path, stage: Stage, marks: Path) -> None:
-    out = run_dir / stage.folder
-    partial = out.with_name(out.name + ".partial")   # renamed once whole
-    shutil.rmtree(partial, ignore_errors=True)
     since = time.time()
-    average_pipelines([run_dir / source for source in stage.soup_of], partial)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    with staged_folder(run_dir / stage.folder) as partial:
+        average_pipelines([run_dir / source for source in stage.soup_of], partial)
     _mark(marks, stage, time.time() - since)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from ..folders import staged_folder
 from ..models.vae import AutoencoderKL
 from ..scenes.sampling import STYLE_WEIGHTS, with_share
 from .config import TrainConfig
@@ -292,14 +293,9 @@ def export_with_vae(model_dir: str | Path, vae_dir: str | Path, out_dir: str | P
     own = _trained_vae(model_dir / "vae")
     other = _trained_vae(Path(vae_dir), " or the 'vae-decoder' stage")
     _check_same_latents(own, other, vae_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")   # renamed once whole: no half-written pipeline
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(model_dir, partial)
-    size = save_network(other, partial / "vae", fp16=True, extra_config=CONFIG_EXTRAS["vae"])
-    if out_dir.exists():
-        out_dir.rmdir()                                        # empty (checked above)
-    partial.rename(out_dir)
-    return size
+    with staged_folder(out_dir) as partial:                  # no half-written pipeline under out_dir
+        shutil.copytree(model_dir, partial)
+        return save_network(other, partial / "vae", fp16=True, extra_config=CONFIG_EXTRAS["vae"])
 
 
 def _save_reader(reader: SceneReader, folder: Path) -> Path:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..folders import staged_folder
 from ..tokenizers.clip import SD1_VOCAB_SIZE, write_sd1_clip_tokenizer
 from .errors import WeightsNotFoundError
 from .read import Checkpoint, find_weights_file, read_checkpoint
@@ -76,23 +77,15 @@ def convert(source: str | os.PathLike, out_folder: str | os.PathLike, *, overwri
     """
     source, out = Path(source), Path(out_folder)
     _check_output(source, out, overwrite)
-    staging = out.parent / f".{out.name}.converting"
-    steps = _plan(source, staging, **options)
-    shutil.rmtree(staging, ignore_errors=True)
     summaries = []
-    try:
+    with staged_folder(out, f".{out.name}.converting") as staging:
+        steps = _plan(source, staging, **options)
         for done, step in enumerate(steps):
             if progress:
                 progress(done, len(steps), step.name, None)
             summaries.append(step.run())
             if progress:
                 progress(done + 1, len(steps), step.name, summaries[-1])
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
     return summaries
 
 
