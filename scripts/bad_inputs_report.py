@@ -1,6 +1,6 @@
 """Every bad input we know of, run for real through each surface, and the exact message the user sees.
 
-    cd /work/main && OMP_NUM_THREADS=1 /work/venv/bin/python scripts/bad_inputs_report.py > docs/bad_inputs.md
+    cd /work/main && OMP_NUM_THREADS=1 .venv/bin/python scripts/bad_inputs_report.py > docs/bad_inputs.md
 
 Surfaces: the Python API (``TextToImage`` and the Module class PaddleHub wraps), ``hub run`` and
 ``hub serving`` (real PaddleHub subprocesses in a throw-away hub home whose phone-home points at a closed
@@ -44,7 +44,7 @@ from hub_fixtures import MODULE, served_module  # noqa: E402
 from tiny_pipeline import write_tiny_model  # noqa: E402
 
 BIN = Path(sys.executable).parent
-COMMAND = ("cd /work/main && OMP_NUM_THREADS=1 /work/venv/bin/python scripts/bad_inputs_report.py "
+COMMAND = ("cd /work/main && OMP_NUM_THREADS=1 .venv/bin/python scripts/bad_inputs_report.py "
            "> docs/bad_inputs.md")
 TEXT = "一只猫"  # the prompt of every row that is not about the prompt
 FAST = ["--steps", "1"]
@@ -223,7 +223,8 @@ def python_cases(tmp: Path, tiny: Path, models: dict[str, Path]) -> list[tuple[s
         ("guidance=100", dict(guidance=100)),
         ("guidance='7.5'", dict(guidance="7.5")),
         ("guidance=float('nan')", dict(guidance=float("nan"))),
-        ("guidance=None", dict(guidance=None)),
+        ("guidance_rescale=1.5", dict(guidance_rescale=1.5)),
+        ("guidance_rescale='0.7'", dict(guidance_rescale="0.7")),
         ("seed=-1", dict(seed=-1)),
         ("seed=2**32", dict(seed=2 ** 32)),
         ("seed=2**64", dict(seed=2 ** 64)),
@@ -416,6 +417,7 @@ def serving_cases() -> list[tuple[str, bytes, str]]:
         {"text": TEXT, "width": 65, "height": 64}, {"text": TEXT, "width": 2048, "height": 2048},
         {"text": TEXT, "width": 4096}, {"text": TEXT, "width": 64.0}, {"text": TEXT, "steps": 1000},
         {"text": TEXT, "steps": "20"}, {"text": TEXT, "guidance": "high"}, {"text": TEXT, "guidance": -1},
+        {"text": TEXT, "guidance_rescale": 2},
         {"text": TEXT, "seed": -1}, {"text": TEXT, "seed": 2 ** 64}, {"text": TEXT, "num_images": 100},
         {"text": TEXT, "scheduler": "fast"}, {"text": TEXT, "stpes": 20}, {"text": TEXT, "model": "/etc"},
         {"text": TEXT, "output_dir": "/tmp/x"}, {"list": "models"}, [1, 2], "一只猫", None, {},
@@ -483,6 +485,7 @@ def sdk_cli(report: Report, tmp: Path, tiny: Path, models: dict[str, Path]) -> N
         (f"generate --text {TEXT} --width abc", ""),
         (f"generate --text {TEXT} --width 100 --model {{model}}", ""),
         (f"generate --text {TEXT} --guidance -1 --model {{model}}", ""),
+        (f"generate --text {TEXT} --guidance_rescale 2 --model {{model}}", ""),
         (f"generate --text {TEXT} --num_images 9 --model {{model}}", ""),
         (f"generate --text {TEXT} --output_dir {{tmp}}/a_file.txt --model {{model}}", "a file"),
         (f"generate --text {TEXT} --model /nonexistent/model", ""),

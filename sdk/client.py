@@ -38,7 +38,7 @@ class Client:
                  width: int | None = None, height: int | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | None = None, num_images: int = 1,
                  scheduler: str | None = None, output_dir: str | os.PathLike | None = None,
-                 model: None = None) -> list[Image.Image]:
+                 model: None = None, guidance_rescale: float = 0.0) -> list[Image.Image]:
         """As ``sdc_sdk.generate``; ``model`` must stay None (the server's init_args choose it)."""
         if model is not None:
             raise ValueError("Client.generate cannot choose the model: the server does (init_args 'model' in "
@@ -46,7 +46,7 @@ class Client:
         folder = check_output_dir(output_dir)
         request = {"text": text, "style": style, "negative_text": negative_text, "width": width, "height": height,
                    "steps": steps, "guidance": guidance, "seed": seed, "num_images": num_images,
-                   "scheduler": scheduler}
+                   "scheduler": scheduler, "guidance_rescale": guidance_rescale}
         results = self._post({key: value for key, value in request.items() if value is not None})
         images = [image_from_base64(data) for data in results["images"]]
         if folder is not None:

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-GENERATE_KEYS = ("text", "style", "negative_text", "width", "height", "steps", "guidance", "seed", "num_images",
-                 "scheduler", "output_dir", "model")
+from stable_diffusion_chinese.service.arguments import GENERATE_ARGUMENTS as GENERATE_KEYS
+
 DEFAULT_OUTPUT_DIR = "stable_diffusion_chinese_output"
 
 

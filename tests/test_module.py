@@ -225,6 +225,26 @@ def test_text_list_and_num_images(engine):
     assert all(im.size == (64, 64) for im in result.images)
 
 
+def test_guidance_rescale_reaches_the_pipeline(engine, tmp_path):
+    """``guidance_rescale`` through the service is the pipeline's own (same pixels), changes the image, is
+    recorded in the PNG, and ``hub run --guidance_rescale`` passes it on."""
+    kwargs = dict(seed=3, progress=False, guidance=7.5, **FAST)
+    plain = engine.generate("一只猫", **kwargs)
+    rescaled = engine.generate("一只猫", guidance_rescale=0.7, output_dir=tmp_path / "api", **kwargs)
+    pipeline, _ = engine.pipeline()
+    direct = pipeline("一只猫", seed=3, progress=False, guidance_scale=7.5, guidance_rescale=0.7,
+                      num_inference_steps=FAST["steps"], width=FAST["width"], height=FAST["height"])
+    assert np.array_equal(pixels(rescaled.images[0]), pixels(direct.images[0]))
+    assert np.abs(pixels(rescaled.images[0]) - pixels(plain.images[0])).max() > 0
+    assert "Guidance rescale: 0.7" in rescaled.images[0].info["parameters"]
+    assert read_png_params(rescaled.paths[0]).extra == {"Guidance rescale": "0.7"} and not plain.params[0].extra
+    written = run_command(engine, ["--text", "一只猫", "--seed", "3", "--steps", str(FAST["steps"]),
+                                   "--width", str(FAST["width"]), "--height", str(FAST["height"]), "--guidance", "7.5", "--guidance_rescale", "0.7", "--output_dir",
+                                   str(tmp_path / "cli")], prog="hub run " + MODULE)
+    from PIL import Image
+    assert np.array_equal(pixels(Image.open(written)), pixels(rescaled.images[0]))
+
+
 def test_style_appends_fragments(engine):
     result = engine.generate("小桥流水", style="赛博朋克", negative_text="模糊", seed=0, progress=False, **FAST)
     style = get_style("赛博朋克").fragments["zh"]
@@ -269,6 +289,11 @@ BAD_ARGUMENTS = [
     (dict(text="猫", guidance="7.5"), TypeError, "guidance must be a number, got '7.5'"),
     (dict(text="猫", guidance=float("nan")), ValueError, "guidance=nan is out of range"),
     (dict(text="猫", guidance=100), ValueError, "guidance=100 is out of range: it must be from 0 to 50"),
+    (dict(text="猫", guidance_rescale="0.7"), TypeError, "guidance_rescale must be a number, got '0.7'"),
+    (dict(text="猫", guidance_rescale=True), TypeError, "guidance_rescale must be a number, got True"),
+    (dict(text="猫", guidance_rescale=1.5), ValueError,
+     "guidance_rescale=1.5 is out of range: it must be from 0 (off) to 1"),
+    (dict(text="猫", guidance_rescale=float("nan")), ValueError, "guidance_rescale=nan is out of range"),
     (dict(text="猫", seed=-1), ValueError, "seed=-1 is out of range: it must be from 0 to 4294967295 (leave it out"),
     (dict(text="猫", seed=2 ** 32), ValueError, "seed=4294967296 is out of range"),
     (dict(text="猫", seed="42"), TypeError, "seed must be an integer, got '42'"),

@@ -15,7 +15,7 @@ from hub_fixtures import FAST, MODULE, error_lines, isolated_env, served_module,
     write_tiny_model
 from sdc_sdk.cli import main
 from stable_diffusion_chinese.pipelines.metadata import read_png_params
-from stable_diffusion_chinese.service import style_names
+from stable_diffusion_chinese.service import TextToImage, style_names
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,24 @@ def pixels(image):
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-def test_local_and_client_have_the_same_signature():
-    local = inspect.signature(sdc_sdk.generate).parameters
-    remote = dict(inspect.signature(sdc_sdk.Client.generate).parameters)
-    remote.pop("self")
-    assert [(p.name, p.default) for p in local.values()] == [(p.name, p.default) for p in remote.values()]
-    assert list(local)[:12] == ["text", "style", "negative_text", "width", "height", "steps", "guidance", "seed",
-                                "num_images", "scheduler", "output_dir", "model"]
+def test_every_generate_has_the_same_signature():
+    """The SDK (local and Client), the Module and the engine take generate()'s arguments in one order with one
+    set of defaults, and job files and serving requests accept those names (GENERATE_ARGUMENTS)."""
+    from stable_diffusion_chinese.module import StableDiffusionChinese
+    from stable_diffusion_chinese.service.arguments import GENERATE_ARGUMENTS
+    from stable_diffusion_chinese.service.serving import REQUEST_KEYS, SERVER_ONLY
+    from sdc_sdk.jobs import GENERATE_KEYS
+
+    def arguments(function):
+        return [(p.name, p.default) for p in inspect.signature(function).parameters.values()
+                if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+
+    local = arguments(sdc_sdk.generate)
+    assert [name for name, _ in local] == list(GENERATE_ARGUMENTS)
+    for other in (sdc_sdk.Client.generate, StableDiffusionChinese.generate, TextToImage.generate):
+        assert arguments(other) == local, other
+    assert list(GENERATE_KEYS) == list(GENERATE_ARGUMENTS)
+    assert set(REQUEST_KEYS) | set(SERVER_ONLY) == set(GENERATE_ARGUMENTS)
 
 
 def test_generate_one_liner(tiny_model, tmp_path):
@@ -65,7 +76,8 @@ def test_generate_one_liner(tiny_model, tmp_path):
 
 def test_client_gives_what_local_generation_gives(server, tiny_model, tmp_path):
     client = sdc_sdk.Client(server)
-    kwargs = dict(text=["一只猫", "a 小狗"], style="古风", negative_text="模糊", seed=11, num_images=1, **FAST)
+    kwargs = dict(text=["一只猫", "a 小狗"], style="古风", negative_text="模糊", seed=11, num_images=1,
+                  guidance_rescale=0.5, **FAST)
     remote = client.generate(**kwargs, output_dir=tmp_path / "remote")
     local = sdc_sdk.generate(**kwargs, output_dir=tmp_path / "local", model=tiny_model)
     for r, l in zip(remote, local):
@@ -136,7 +148,7 @@ JOBS_YAML = """\
 defaults: {style: 水墨, steps: 2, width: 64, height: 64, output_dir: out}
 jobs:
   - {text: 江上烟雨，一叶小舟, seed: 0}
-  - {text: [远山, 松树], num_images: 2, seed: 5, style: 古风, model: tiny}
+  - {text: [远山, 松树], num_images: 2, seed: 5, style: 古风, model: tiny, guidance_rescale: 0.7}
 """
 
 
@@ -152,6 +164,8 @@ def test_job_file(tiny_model, server, tmp_path, capsys, monkeypatch):
         f"job 1: {out / '00000-0.png'}", f"job 2: {out / '00001-5.png'}", f"job 2: {out / '00002-6.png'}",
         f"job 2: {out / '00003-7.png'}", f"job 2: {out / '00004-8.png'}"]
     assert read_png_params(out / "00001-5.png").style == "古风" and read_png_params(out / "00000-0.png").style == "水墨"
+    assert read_png_params(out / "00001-5.png").extra == {"Guidance rescale": "0.7"}
+    assert not read_png_params(out / "00000-0.png").extra
     # the same jobs on the server (which chooses the model, so job 2 must not name one)
     (job_dir / "remote.json").write_text(json.dumps([{"text": "江上烟雨", "seed": 0, "output_dir": "remote", **FAST}]),
                                          encoding="utf-8")

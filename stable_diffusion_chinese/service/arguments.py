@@ -18,6 +18,11 @@ MIN_SIDE = 64
 LATENT_SCALE = 8  # the VAE of every SD 1.x/2.x model downsamples by 8; a model's own factor is checked later
 MAX_GUIDANCE = 50.0
 
+# generate()'s arguments, in the order of its signature: the Module, the SDK (local and Client), job files and
+# serving requests all take these names, and tests hold every signature to this one list
+GENERATE_ARGUMENTS = ("text", "style", "negative_text", "width", "height", "steps", "guidance", "seed", "num_images",
+                      "scheduler", "output_dir", "model", "guidance_rescale")
+
 
 def _multiple(name: str, value: int, multiple: int) -> None:
     if value % multiple:
@@ -65,11 +70,13 @@ class Request:
     num_images: int
     scheduler: str | None
     output_dir: Path | None
+    guidance_rescale: float    # 0: off
 
 
 def check_request(text: Any, style: Any = None, negative_text: Any = None, width: Any = None, height: Any = None,
                   steps: Any = None, guidance: Any = None, seed: Any = None, num_images: Any = 1,
-                  scheduler: Any = None, output_dir: Any = None, limits: Limits = Limits()) -> Request:
+                  scheduler: Any = None, output_dir: Any = None, guidance_rescale: Any = 0.0,
+                  limits: Limits = Limits()) -> Request:
     texts = _texts(text, "text", limits, allow_empty=False)
     negatives = _texts("" if negative_text is None else negative_text, "negative_text", limits, allow_empty=True)
     if len(negatives) == 1:
@@ -97,7 +104,7 @@ def check_request(text: Any, style: Any = None, negative_text: Any = None, width
         _integer("seed", seed, 0, MAX_SEED, hint=" (leave it out, or None, for a random seed)")
     guidance = None if guidance is None else _guidance(guidance)
     return Request(texts, negatives, style, width, height, steps, guidance, seed, num_images,
-                   _scheduler(scheduler), check_output_dir(output_dir))
+                   _scheduler(scheduler), check_output_dir(output_dir), _guidance_rescale(guidance_rescale))
 
 
 def check_size(width: int, height: int, multiple: int, limits: Limits) -> None:
@@ -143,6 +150,18 @@ def _guidance(value: Any) -> float:
         raise TypeError(f"guidance must be a number, got {value!r}")
     if not (math.isfinite(value) and 0 <= value <= MAX_GUIDANCE):
         raise ValueError(f"guidance={value} is out of range: it must be from 0 to {MAX_GUIDANCE:g} (7.5 is usual)")
+    return float(value)
+
+
+def _guidance_rescale(value: Any) -> float:
+    """Lin et al. 2023 (arXiv:2305.08891) section 3.4: 0 is off; the paper uses 0.7. None means off too, as
+    the command line and a Client send nothing for an option left out."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"guidance_rescale must be a number, got {value!r}")
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"guidance_rescale={value} is out of range: it must be from 0 (off) to 1 (0.7 is usual)")
     return float(value)
 
 

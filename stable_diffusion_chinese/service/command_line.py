@@ -60,6 +60,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser, limits: Limits = L
                         help=f"denoising steps, 1..{limits.max_steps} (default: the model's, usually 20)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: "
                         "the model's, usually 7.5; the embedded model's is 3)")
+    parser.add_argument("--guidance_rescale", type=float, default=None, help="0..1, 0.7 in Lin et al. 2023: "
+                        "rescales the guided prediction against over-exposure at high --guidance (default 0, off)")
     parser.add_argument("--seed", type=int, help="random seed, 0..4294967295 (default: random; 0 is a seed too)")
     parser.add_argument("--num_images", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--scheduler", metavar="NAME", help="sampler (listed below; default: the model's)")
@@ -76,7 +78,7 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
                 negative_text=None if negatives is None else (negatives[0] if len(negatives) == 1 else negatives),
                 style=args.style, width=args.width, height=args.height, steps=args.steps, guidance=args.guidance,
                 seed=args.seed, num_images=args.num_images, scheduler=args.scheduler, output_dir=args.output_dir,
-                model=args.model)
+                model=args.model, guidance_rescale=args.guidance_rescale)
 
 
 def run_command(engine, argv: Sequence[str], prog: str) -> str:

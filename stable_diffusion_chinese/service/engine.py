@@ -50,10 +50,10 @@ class TextToImage:
 
     def generate(self, text: Any, style: Any = None, negative_text: Any = None, width: Any = None,
                  height: Any = None, steps: Any = None, guidance: Any = None, seed: Any = None, num_images: Any = 1,
-                 scheduler: Any = None, output_dir: Any = None, model: Any = None, *,
+                 scheduler: Any = None, output_dir: Any = None, model: Any = None, guidance_rescale: Any = 0.0, *,
                  progress: bool = True) -> Generation:
         request = check_request(text, style, negative_text, width, height, steps, guidance, seed, num_images,
-                                scheduler, output_dir, self.limits)
+                                scheduler, output_dir, guidance_rescale, limits=self.limits)
         with dynamic_mode():
             pipeline, choice = self.pipeline(model)
             output = self._run(pipeline, request, progress)
@@ -82,7 +82,7 @@ class TextToImage:
         return pipeline(prompts, negative_prompt=negatives, width=width, height=height,
                         num_inference_steps=request.steps, guidance_scale=request.guidance,
                         num_images_per_prompt=request.num_images, seed=request.seed,
-                        scheduler=request.scheduler, progress=progress)
+                        scheduler=request.scheduler, guidance_rescale=request.guidance_rescale, progress=progress)
 
 
 def _model_name(choice: ModelChoice) -> str:

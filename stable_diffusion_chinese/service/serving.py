@@ -11,17 +11,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from .arguments import Limits, scheduler_names
+from .arguments import GENERATE_ARGUMENTS, Limits, scheduler_names
 from .engine import TextToImage
 from .outputs import png_base64
 from .styles import describe_styles
 
-REQUEST_KEYS = ("text", "style", "negative_text", "width", "height", "steps", "guidance", "seed", "num_images",
-                "scheduler")
 SERVER_ONLY = {
     "model": "the server chooses its model (init_args 'model' in serving_config.json, or SD_CHINESE_MODEL)",
     "output_dir": "the server writes no files for clients; save the returned PNGs on the client",
 }
+REQUEST_KEYS = tuple(name for name in GENERATE_ARGUMENTS if name not in SERVER_ONLY)
 LISTS = ("styles", "schedulers", "limits")
 
 
