@@ -2,7 +2,7 @@
 
 The folder is filled under a staging name beside it (same file system, so the final move is one rename); a
 failure removes the staging folder, a success replaces whatever stood under the real name. Model conversion,
-``export --model`` and the recipe's soup stage all write folders this way.
+``export --model`` and model soups all write folders this way.
 """
 from __future__ import annotations
 

@@ -67,6 +67,35 @@ def test_a_soup_refuses_folders_that_cannot_be_averaged(tmp_path):
     assert not (tmp_path / "soup").exists()                                  # nothing half-written
 
 
+def test_a_soup_that_fails_while_writing_leaves_no_folder(tmp_path, monkeypatch):
+    """A failure after the first weights file was written (a full disk, say) leaves neither the soup folder nor
+    its staging folder; with overwrite the folder that stood there before is kept until a soup replaces it."""
+    from stable_diffusion_chinese.training import soup
+
+    a, b = two_runs(tmp_path)
+    real_save, calls = soup.paddle.save, []
+
+    def save_once_then_fail(state, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        real_save(state, path)
+
+    monkeypatch.setattr(soup.paddle, "save", save_once_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        average_pipelines([a, b], tmp_path / "soup")
+    assert len(calls) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "stale.txt").write_text("an earlier soup")
+    calls.clear()
+    with pytest.raises(OSError, match="No space left"):
+        average_pipelines([a, b], tmp_path / "old", overwrite=True)
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["stale.txt"]
+    monkeypatch.setattr(soup.paddle, "save", real_save)
+    average_pipelines([a, b], tmp_path / "old", overwrite=True)
+    assert not (tmp_path / "old" / "stale.txt").exists() and (tmp_path / "old" / "unet" / "model.pdparams").is_file()
+
+
 def test_the_soup_script_says_what_is_wrong_in_one_line(tmp_path):
     a, _ = two_runs(tmp_path)
     out = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "soup"), str(a), str(tmp_path / "nope")],

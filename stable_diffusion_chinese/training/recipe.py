@@ -31,7 +31,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..folders import staged_folder
 from .checkpoint import checkpoint_path, latest_checkpoint
 from .soup import average_pipelines
 
@@ -222,8 +221,7 @@ def _start_branch(run_dir: Path, stage: Stage, source: Stage) -> None:
 
 def _soup(run_dir: Path, stage: Stage, marks: Path) -> None:
     since = time.time()
-    with staged_folder(run_dir / stage.folder) as partial:
-        average_pipelines([run_dir / source for source in stage.soup_of], partial)
+    average_pipelines([run_dir / source for source in stage.soup_of], run_dir / stage.folder, overwrite=True)
     _mark(marks, stage, time.time() - since)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from ..folders import staged_folder
 from ..json_files import read_json_object as read_json
 from .models import WEIGHTS_FILE, check_new_folder, check_pipeline_folders
 
@@ -21,17 +22,20 @@ AVERAGED = ("unet", "text_encoder", "scene_reader")
 IDENTICAL = ("vae",)
 
 
-def average_pipelines(sources: list[str | Path], out_dir: str | Path) -> dict[str, int]:
+def average_pipelines(sources: list[str | Path], out_dir: str | Path, overwrite: bool = False) -> dict[str, int]:
     """Write the soup of ``sources`` (>= 2 pipeline folders) to ``out_dir``; returns bytes per weights file.
 
     Each averaged network must have the same config and the same weight names and shapes in every folder;
-    the mean is taken in float64 and stored in each weight's own dtype (float16 in exported folders)."""
+    the mean is taken in float64 and stored in each weight's own dtype (float16 in exported folders).
+    The soup is written beside ``out_dir`` and renamed into place whole; ``overwrite`` replaces a folder
+    already there (the recipe redoing its soup), otherwise a non-empty ``out_dir`` is refused."""
     sources, out_dir = [Path(s) for s in sources], Path(out_dir)
     if len(sources) < 2:
         raise ValueError(f"a soup needs at least two pipeline folders, got {len(sources)}")
     if any(out_dir.resolve() == s.resolve() for s in sources):
         raise ValueError(f"{out_dir} is one of the sources; write the soup to a new folder")
-    check_new_folder(out_dir, "soup")
+    if not overwrite:
+        check_new_folder(out_dir, "soup")
     check_pipeline_folders(*sources)
     parts = [p for p in AVERAGED if (sources[0] / p / WEIGHTS_FILE).is_file()]
     for part in parts + list(IDENTICAL):
@@ -42,12 +46,11 @@ def average_pipelines(sources: list[str | Path], out_dir: str | Path) -> dict[st
                 raise ValueError(f"{source / part} differs from {sources[0] / part}; a soup's folders must share "
                                  f"their {part} (the UNet's latents are its encoder's)")
     means = {part: _mean_state([_load(s, part) for s in sources], part, sources) for part in parts}
-    shutil.copytree(sources[0], out_dir, dirs_exist_ok=True)     # tokenizer, scheduler, VAE, configs
-    sizes = {}
-    for part, state in means.items():
-        paddle.save(state, str(out_dir / part / WEIGHTS_FILE))
-        sizes[part] = (out_dir / part / WEIGHTS_FILE).stat().st_size
-    return sizes
+    with staged_folder(out_dir) as staging:
+        shutil.copytree(sources[0], staging)                      # tokenizer, scheduler, VAE, configs
+        for part, state in means.items():
+            paddle.save(state, str(staging / part / WEIGHTS_FILE))
+    return {part: (out_dir / part / WEIGHTS_FILE).stat().st_size for part in means}
 
 
 def _load(source: Path, part: str) -> dict[str, np.ndarray]:
