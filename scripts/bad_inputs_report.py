@@ -37,6 +37,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # tiny_pipeline, hub_fixtures: the test suite's own helpers
 
@@ -225,6 +227,13 @@ def python_cases(tmp: Path, tiny: Path, models: dict[str, Path]) -> list[tuple[s
         ("guidance=float('nan')", dict(guidance=float("nan"))),
         ("guidance_rescale=1.5", dict(guidance_rescale=1.5)),
         ("guidance_rescale='0.7'", dict(guidance_rescale="0.7")),
+        ("strength=0.5 (no image)", dict(strength=0.5)),
+        ("mask=<64x64 array> (no image)", dict(mask=np.zeros((64, 64), np.uint8))),
+        ("image='/nonexistent/start.png'", dict(image="/nonexistent/start.png")),
+        ("image=<64x64 float32 array>", dict(image=np.zeros((64, 64, 3), np.float32))),
+        ("image=<64x64>, mask=<64x32>", dict(image=np.zeros((64, 64, 3), np.uint8), mask=np.zeros((32, 64), np.uint8))),
+        ("image=<40x64>", dict(image=np.zeros((40, 64, 3), np.uint8))),
+        ("image=<64x64>, strength=1.5", dict(image=np.zeros((64, 64, 3), np.uint8), strength=1.5)),
         ("seed=-1", dict(seed=-1)),
         ("seed=2**32", dict(seed=2 ** 32)),
         ("seed=2**64", dict(seed=2 ** 64)),
@@ -418,6 +427,7 @@ def serving_cases() -> list[tuple[str, bytes, str]]:
         {"text": TEXT, "width": 4096}, {"text": TEXT, "width": 64.0}, {"text": TEXT, "steps": 1000},
         {"text": TEXT, "steps": "20"}, {"text": TEXT, "guidance": "high"}, {"text": TEXT, "guidance": -1},
         {"text": TEXT, "guidance_rescale": 2},
+        {"text": TEXT, "image": 5}, {"text": TEXT, "image": "/etc/passwd"}, {"text": TEXT, "image": "aGVsbG8="},
         {"text": TEXT, "seed": -1}, {"text": TEXT, "seed": 2 ** 64}, {"text": TEXT, "num_images": 100},
         {"text": TEXT, "scheduler": "fast"}, {"text": TEXT, "stpes": 20}, {"text": TEXT, "model": "/etc"},
         {"text": TEXT, "output_dir": "/tmp/x"}, {"list": "models"}, [1, 2], "一只猫", None, {},
@@ -486,6 +496,8 @@ def sdk_cli(report: Report, tmp: Path, tiny: Path, models: dict[str, Path]) -> N
         (f"generate --text {TEXT} --width 100 --model {{model}}", ""),
         (f"generate --text {TEXT} --guidance -1 --model {{model}}", ""),
         (f"generate --text {TEXT} --guidance_rescale 2 --model {{model}}", ""),
+        (f"generate --text {TEXT} --image /nonexistent/start.png --model {{model}}", ""),
+        (f"generate --text {TEXT} --strength 0.5 --model {{model}}", "no --image"),
         (f"generate --text {TEXT} --num_images 9 --model {{model}}", ""),
         (f"generate --text {TEXT} --output_dir {{tmp}}/a_file.txt --model {{model}}", "a file"),
         (f"generate --text {TEXT} --model /nonexistent/model", ""),

@@ -15,10 +15,16 @@ from typing import Any
 from PIL import Image
 
 from stable_diffusion_chinese.service.arguments import check_output_dir
-from stable_diffusion_chinese.service.outputs import image_from_base64, params_of, save_images
+from stable_diffusion_chinese.service.arguments import read_image
+from stable_diffusion_chinese.service.outputs import image_from_base64, params_of, plain_png_base64, save_images
+from .local import ImageInput
 
 MODULE = "stable_diffusion_chinese"
 DEFAULT_URL = "http://127.0.0.1:8866"
+
+
+def _png_base64(name: str, value: ImageInput | None, mode: str) -> str | None:
+    return None if value is None else plain_png_base64(read_image(name, value, mode))
 
 
 class ServingError(ValueError):
@@ -38,15 +44,18 @@ class Client:
                  width: int | None = None, height: int | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | None = None, num_images: int = 1,
                  scheduler: str | None = None, output_dir: str | os.PathLike | None = None,
-                 model: None = None, guidance_rescale: float = 0.0) -> list[Image.Image]:
-        """As ``sdc_sdk.generate``; ``model`` must stay None (the server's init_args choose it)."""
+                 model: None = None, guidance_rescale: float = 0.0, image: ImageInput | None = None,
+                 mask: ImageInput | None = None, strength: float | None = None) -> list[Image.Image]:
+        """As ``sdc_sdk.generate``; ``model`` must stay None (the server's init_args choose it). ``image`` and
+        ``mask`` are read here and sent as PNG (the server reads no paths)."""
         if model is not None:
             raise ValueError("Client.generate cannot choose the model: the server does (init_args 'model' in "
                              "serving_config.json, or SD_CHINESE_MODEL where the server runs)")
         folder = check_output_dir(output_dir)
         request = {"text": text, "style": style, "negative_text": negative_text, "width": width, "height": height,
                    "steps": steps, "guidance": guidance, "seed": seed, "num_images": num_images,
-                   "scheduler": scheduler, "guidance_rescale": guidance_rescale}
+                   "scheduler": scheduler, "guidance_rescale": guidance_rescale, "strength": strength,
+                   "image": _png_base64("image", image, "RGB"), "mask": _png_base64("mask", mask, "L")}
         results = self._post({key: value for key, value in request.items() if value is not None})
         images = [image_from_base64(data) for data in results["images"]]
         if folder is not None:

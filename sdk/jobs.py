@@ -6,8 +6,8 @@
       - {text: 江上烟雨，小船, seed: 0}
       - {text: [远山, 松树], num_images: 2, style: 古风}
 
-A plain list of jobs works too. Keys are generate()'s arguments. Relative ``output_dir`` and ``model`` paths
-are relative to the job file's folder.
+A plain list of jobs works too. Keys are generate()'s arguments. Relative ``output_dir``, ``image``, ``mask``
+and ``model`` paths are relative to the job file's folder.
 """
 from __future__ import annotations
 
@@ -99,8 +99,9 @@ def _read(path: Path) -> Any:
 
 def _absolute_paths(job: dict[str, Any], base: Path) -> dict[str, Any]:
     job = dict(job)
-    if isinstance(job.get("output_dir"), str):
-        job["output_dir"] = str(base / Path(job["output_dir"]).expanduser())
+    for key in ("output_dir", "image", "mask"):
+        if isinstance(job.get(key), str) and job[key]:
+            job[key] = str(base / Path(job[key]).expanduser())
     model = job.get("model")
     if isinstance(model, str) and (base / model).exists():  # else a downloaded model's name, "embedded", ...
         job["model"] = str(base / model)

@@ -38,14 +38,17 @@ class StableDiffusionChinese(nn.Layer):
             self._engine.pipeline()
 
     def generate(self, text, style=None, negative_text=None, width=None, height=None, steps=None, guidance=None,
-                 seed=None, num_images=1, scheduler=None, output_dir=None, model=None, guidance_rescale=0.0):
+                 seed=None, num_images=1, scheduler=None, output_dir=None, model=None, guidance_rescale=0.0,
+                 image=None, mask=None, strength=None):
         """PIL images for ``text`` (a string or a list); with ``output_dir``, also PNG files with metadata.
         ``steps`` / ``guidance`` None: the model's recommendation (20 and 7.5 unless its model_index.json
         says otherwise; the embedded model: 20 and 3). ``seed`` 0 is a seed like any other; None draws one
         (recorded in each image's parameters). ``guidance_rescale`` 0-1 (0 = off; 0.7 in Lin et al. 2023)
-        pulls the guided prediction's spread back towards the text-conditioned one's, against over-exposure."""
+        pulls the guided prediction's spread back towards the text-conditioned one's, against over-exposure.
+        ``image`` (path, PIL image or uint8 array): start from it, repainting ``strength`` of it (default 0.8);
+        with ``mask`` as well, repaint only the mask's white part (strength default 1)."""
         return self._engine.generate(text, style, negative_text, width, height, steps, guidance, seed, num_images,
-                                     scheduler, output_dir, model, guidance_rescale).images
+                                     scheduler, output_dir, model, guidance_rescale, image, mask, strength).images
 
     def styles(self):
         """``{name: {"prompt": fragment, "negative": fragment}}`` for ``style=``."""

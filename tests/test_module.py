@@ -245,6 +245,66 @@ def test_guidance_rescale_reaches_the_pipeline(engine, tmp_path):
     assert np.array_equal(pixels(Image.open(written)), pixels(rescaled.images[0]))
 
 
+def start_image(width=64, height=64, seed=0):
+    """A picture to start from: a red square on grey, with noise (any RGB uint8 array would do)."""
+    pixels = np.random.default_rng(seed).integers(90, 160, (height, width, 3)).astype(np.uint8)
+    pixels[height // 4: height // 2, width // 4: width // 2] = (220, 40, 40)
+    return pixels
+
+
+def square_mask(width=64, height=64):
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 2:, width // 2:] = 255
+    return mask
+
+
+def test_image_to_image_and_inpainting_are_the_pipelines(engine, tmp_path):
+    """``image=`` runs the pipeline's img2img, ``image=`` + ``mask=`` its inpaint, with the same pixels as
+    calling them directly; a path gives what the array gives; strength defaults and is recorded."""
+    from PIL import Image
+
+    pipeline, _ = engine.pipeline()
+    picture, mask = start_image(), square_mask()
+    Image.fromarray(picture).save(tmp_path / "start.png")
+    common = dict(seed=5, num_inference_steps=4, progress=False)
+    moved = engine.generate("一只猫", image=picture, strength=0.5, steps=4, seed=5, progress=False,
+                            output_dir=tmp_path / "out")
+    direct = pipeline.img2img("一只猫", Image.fromarray(picture), strength=0.5, **common)
+    assert np.array_equal(pixels(moved.images[0]), pixels(direct.images[0]))
+    assert moved.params[0].strength == 0.5 and "Denoising strength: 0.5" in moved.images[0].info["parameters"]
+    assert read_png_params(moved.paths[0]).strength == 0.5
+    by_path = engine.generate("一只猫", image=tmp_path / "start.png", strength=0.5, steps=4, seed=5, progress=False)
+    assert np.array_equal(pixels(by_path.images[0]), pixels(moved.images[0]))
+    plain = engine.generate("一只猫", image=picture, steps=4, seed=5, progress=False)
+    assert plain.params[0].strength == 0.8                                  # diffusers' img2img default
+    painted = engine.generate("一只猫", image=picture, mask=mask, steps=4, seed=5, progress=False)
+    direct = pipeline.inpaint("一只猫", Image.fromarray(picture), Image.fromarray(mask), **common)
+    assert np.array_equal(pixels(painted.images[0]), pixels(direct.images[0]))
+    assert painted.params[0].strength == 1.0                                # and inpainting's
+    txt2img = engine.generate("一只猫", steps=4, seed=5, progress=False)
+    assert txt2img.params[0].strength is None
+    assert np.abs(pixels(painted.images[0]) - pixels(moved.images[0])).max() > 0
+
+
+def test_start_image_size_sets_the_output_size(engine):
+    """Without width/height the output is the start image's size rounded down to a multiple of 8 (the image,
+    and its mask with it, resized to that), as diffusers' image processor does; width/height resize it."""
+    from PIL import Image
+
+    result = engine.generate("猫", image=start_image(80, 72), steps=2, seed=0, progress=False)
+    assert result.images[0].size == (80, 72)
+    odd, odd_mask = start_image(70, 70), square_mask(70, 70)
+    result = engine.generate("猫", image=odd, mask=odd_mask, steps=2, seed=0, progress=False)
+    pipeline, _ = engine.pipeline()
+    direct = pipeline.inpaint("猫", Image.fromarray(odd).resize((64, 64), Image.LANCZOS),
+                              Image.fromarray(odd_mask).resize((64, 64), Image.NEAREST), num_inference_steps=2,
+                              seed=0, progress=False)
+    assert result.images[0].size == (64, 64)
+    assert np.array_equal(pixels(result.images[0]), pixels(direct.images[0]))
+    assert engine.generate("猫", image=start_image(96, 96), width=64, height=64, steps=2, seed=0,
+                           progress=False).images[0].size == (64, 64)
+
+
 def test_style_appends_fragments(engine):
     result = engine.generate("小桥流水", style="赛博朋克", negative_text="模糊", seed=0, progress=False, **FAST)
     style = get_style("赛博朋克").fragments["zh"]
@@ -294,6 +354,24 @@ BAD_ARGUMENTS = [
     (dict(text="猫", guidance_rescale=1.5), ValueError,
      "guidance_rescale=1.5 is out of range: it must be from 0 (off) to 1"),
     (dict(text="猫", guidance_rescale=float("nan")), ValueError, "guidance_rescale=nan is out of range"),
+    (dict(text="猫", mask=np.zeros((64, 64), np.uint8)), ValueError, "mask needs an image: give image="),
+    (dict(text="猫", strength=0.5), ValueError, "strength needs an image: give image="),
+    (dict(text="猫", image=np.zeros((64, 64, 3), np.uint8), strength=0), ValueError,
+     "strength=0 is out of range: it must be above 0 and at most 1"),
+    (dict(text="猫", image=np.zeros((64, 64, 3), np.uint8), strength=1.5), ValueError, "strength=1.5 is out of range"),
+    (dict(text="猫", image=np.zeros((64, 64, 3), np.uint8), strength="0.5"), TypeError,
+     "strength must be a number, got '0.5'"),
+    (dict(text="猫", image="/nonexistent/start.png"), ValueError,
+     "image: cannot read image '/nonexistent/start.png'"),
+    (dict(text="猫", image=""), ValueError, "image is an empty path"),
+    (dict(text="猫", image=3), TypeError, "image: expected a PIL image, a path or a uint8 array, got int"),
+    (dict(text="猫", image=np.zeros((64, 64, 3), np.float32)), ValueError,
+     "image: an image array must be HxW or HxWxC uint8, got float32"),
+    (dict(text="猫", image=np.zeros((64, 64, 3), np.uint8), mask=np.zeros((32, 64), np.uint8)), ValueError,
+     "mask is 64x32 but image is 64x64; they must be the same size"),
+    (dict(text="猫", image=np.zeros((40, 64, 3), np.uint8)), ValueError,
+     "image is 64x40, which makes height=40; images must be at least 64 pixels on each side"),
+    (dict(text="猫", image=np.zeros((64, 64, 3), np.uint8), width=4096), ValueError, "width=4096 is out of range"),
     (dict(text="猫", seed=-1), ValueError, "seed=-1 is out of range: it must be from 0 to 4294967295 (leave it out"),
     (dict(text="猫", seed=2 ** 32), ValueError, "seed=4294967296 is out of range"),
     (dict(text="猫", seed="42"), TypeError, "seed must be an integer, got '42'"),
@@ -356,6 +434,18 @@ def test_run_command_messages(engine, tmp_path, capsys):
     written = run_command(engine, ["--text", "猫", "--seed", "0", "--steps", "2", "--output_dir", str(tmp_path / "ok")],
                           prog="hub run " + MODULE)
     assert written == str(tmp_path / "ok" / "00000-0.png")
+    from PIL import Image
+    Image.fromarray(start_image()).save(tmp_path / "start.png")
+    Image.fromarray(square_mask()).save(tmp_path / "mask.png")
+    written = run_command(engine, ["--text", "猫", "--seed", "0", "--steps", "4", "--image", str(tmp_path / "start.png"),
+                                   "--mask", str(tmp_path / "mask.png"), "--strength", "0.75", "--output_dir",
+                                   str(tmp_path / "ok")], prog="hub run " + MODULE)
+    expected = engine.generate("猫", seed=0, steps=4, image=start_image(), mask=square_mask(), strength=0.75,
+                               progress=False)
+    assert np.array_equal(pixels(Image.open(written).convert("RGB")), pixels(expected.images[0]))
+    with pytest.raises(SystemExit):
+        run_command(engine, ["--text", "猫", "--strength", "0.5"], prog="hub run " + MODULE)
+    assert "strength needs an image" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------- model choice

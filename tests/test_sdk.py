@@ -92,6 +92,24 @@ def test_client_gives_what_local_generation_gives(server, tiny_model, tmp_path):
     assert len(sdc_sdk.Client(f"{server}/predict/{MODULE}").generate("猫", seed=0, **FAST)) == 1
 
 
+def test_client_sends_start_images_and_masks(server, tiny_model, tmp_path):
+    """A Client reads ``image`` / ``mask`` (paths here) itself and sends PNGs: what local generation gives."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)).save(tmp_path / "start.jpg", quality=95)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, :32] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    kwargs = dict(text="一只猫", seed=4, steps=4, image=tmp_path / "start.jpg", mask=str(tmp_path / "mask.png"))
+    remote = sdc_sdk.Client(server).generate(**kwargs)
+    local = sdc_sdk.generate(**kwargs, model=tiny_model)
+    assert np.array_equal(pixels(remote[0]), pixels(local[0]))
+    assert remote[0].info["sd_chinese_params"] == local[0].info["sd_chinese_params"]
+    with pytest.raises(ValueError, match="image: cannot read image"):
+        sdc_sdk.Client(server).generate("猫", image=tmp_path / "missing.png")
+
+
 def test_client_errors(server, tmp_path):
     client = sdc_sdk.Client(server)
     with pytest.raises(sdc_sdk.ServingError, match=r"unknown style '莫奈'; valid styles: 古风.* \(server status 101\)"):
@@ -149,6 +167,7 @@ defaults: {style: 水墨, steps: 2, width: 64, height: 64, output_dir: out}
 jobs:
   - {text: 江上烟雨，一叶小舟, seed: 0}
   - {text: [远山, 松树], num_images: 2, seed: 5, style: 古风, model: tiny, guidance_rescale: 0.7}
+  - {text: 水墨远山, seed: 9, image: start.png, strength: 0.6, model: tiny}
 """
 
 
@@ -157,12 +176,15 @@ def test_job_file(tiny_model, server, tmp_path, capsys, monkeypatch):
     job_dir.mkdir()
     (job_dir / "tiny").symlink_to(tiny_model)  # relative model paths are relative to the job file
     (job_dir / "jobs.yaml").write_text(JOBS_YAML, encoding="utf-8")
+    from PIL import Image
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(job_dir / "start.png")   # relative to the job file
     monkeypatch.setenv("SD_CHINESE_MODEL", str(tiny_model))  # job 1 names no model
     assert main(["run", str(job_dir / "jobs.yaml")]) == 0
     out = job_dir / "out"
     assert capsys.readouterr().out.splitlines() == [
         f"job 1: {out / '00000-0.png'}", f"job 2: {out / '00001-5.png'}", f"job 2: {out / '00002-6.png'}",
-        f"job 2: {out / '00003-7.png'}", f"job 2: {out / '00004-8.png'}"]
+        f"job 2: {out / '00003-7.png'}", f"job 2: {out / '00004-8.png'}", f"job 3: {out / '00005-9.png'}"]
+    assert read_png_params(out / "00005-9.png").strength == 0.6
     assert read_png_params(out / "00001-5.png").style == "古风" and read_png_params(out / "00000-0.png").style == "水墨"
     assert read_png_params(out / "00001-5.png").extra == {"Guidance rescale": "0.7"}
     assert not read_png_params(out / "00000-0.png").extra

@@ -102,6 +102,10 @@ BAD_REQUESTS = [
     ({"text": "猫", "model": "/etc"}, "'model' is not accepted in a request: the server chooses its model"),
     ({"text": "猫", "output_dir": "/tmp/x"}, "'output_dir' is not accepted in a request: the server writes no files"),
     ({"list": "models"}, "'list' must be one of styles, schedulers, limits, got 'models'"),
+    ({"text": "猫", "image": 5}, "'image' must be a base64-encoded image file (PNG or JPEG; a server reads no paths)"),
+    ({"text": "猫", "image": "/etc/passwd"}, "'image' is not valid base64"),
+    ({"text": "猫", "image": base64.b64encode(b"hello").decode()}, "'image' decodes to bytes that are not an image"),
+    ({"text": "猫", "strength": 0.5}, "strength needs an image"),
 ]
 
 
@@ -110,6 +114,27 @@ def test_bad_request_is_status_101_naming_the_problem(server, body, message):
     status, reply = post(server, body)
     assert status == 200 and reply["status"] == "101" and reply["results"] == ""
     assert message in reply["msg"], reply["msg"]
+
+
+def test_image_to_image_and_inpainting_requests(server, engine):
+    """``image`` / ``mask`` as base64 PNGs: the pixels and parameters the engine gives for the same images."""
+    rng = np.random.default_rng(0)
+    start = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[32:, :] = 255
+
+    def png(array):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    for extra, local in (({"strength": 0.5}, dict(strength=0.5)), ({"mask": png(mask)}, dict(mask=mask))):
+        status, reply = post(server, {"text": "一只猫", "seed": 2, "steps": 4, "image": png(start), **extra})
+        assert status == 200 and reply["status"] == "000", reply
+        expected = engine.generate("一只猫", seed=2, steps=4, image=start, progress=False, **local)
+        got = decode(reply["results"]["images"][0])
+        assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected.images[0]))
+        assert reply["results"]["parameters"][0]["strength"] == expected.params[0].strength
 
 
 def test_server_keeps_serving_after_bodies_paddlehub_itself_rejects(server):

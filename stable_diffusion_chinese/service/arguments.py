@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from PIL import Image
+
 from .styles import get_style
 
 MAX_SEED = 2 ** 32 - 1  # seeds are numpy generator seeds, recorded in PNGs as A1111 does (0..2^32-1)
@@ -21,7 +23,9 @@ MAX_GUIDANCE = 50.0
 # generate()'s arguments, in the order of its signature: the Module, the SDK (local and Client), job files and
 # serving requests all take these names, and tests hold every signature to this one list
 GENERATE_ARGUMENTS = ("text", "style", "negative_text", "width", "height", "steps", "guidance", "seed", "num_images",
-                      "scheduler", "output_dir", "model", "guidance_rescale")
+                      "scheduler", "output_dir", "model", "guidance_rescale", "image", "mask", "strength")
+# diffusers' defaults: image-to-image keeps a fifth of the image's structure, inpainting repaints the mask fully
+DEFAULT_STRENGTH = {"img2img": 0.8, "inpaint": 1.0}
 
 
 def _multiple(name: str, value: int, multiple: int) -> None:
@@ -71,12 +75,19 @@ class Request:
     scheduler: str | None
     output_dir: Path | None
     guidance_rescale: float    # 0: off
+    image: Image.Image | None = None   # img2img / inpaint: already resized to width x height
+    mask: Image.Image | None = None    # inpaint: "L" mode, white = repaint, the image's size
+    strength: float | None = None      # None without an image
+
+    @property
+    def task(self) -> str:
+        return "txt2img" if self.image is None else ("img2img" if self.mask is None else "inpaint")
 
 
 def check_request(text: Any, style: Any = None, negative_text: Any = None, width: Any = None, height: Any = None,
                   steps: Any = None, guidance: Any = None, seed: Any = None, num_images: Any = 1,
-                  scheduler: Any = None, output_dir: Any = None, guidance_rescale: Any = 0.0,
-                  limits: Limits = Limits()) -> Request:
+                  scheduler: Any = None, output_dir: Any = None, guidance_rescale: Any = 0.0, image: Any = None,
+                  mask: Any = None, strength: Any = None, limits: Limits = Limits()) -> Request:
     texts = _texts(text, "text", limits, allow_empty=False)
     negatives = _texts("" if negative_text is None else negative_text, "negative_text", limits, allow_empty=True)
     if len(negatives) == 1:
@@ -92,6 +103,11 @@ def check_request(text: Any, style: Any = None, negative_text: Any = None, width
         if value is not None:
             _integer(name, value, MIN_SIDE, limits.max_side)
             _multiple(name, value, LATENT_SCALE)
+    if image is not None:
+        image, mask, width, height, strength = _images(image, mask, width, height, strength, limits)
+    elif mask is not None or strength is not None:
+        raise ValueError(f"{'mask' if mask is not None else 'strength'} needs an image: give image= (the picture "
+                         "to start from; with mask=, the white part of the mask is repainted)")
     if width is not None and height is not None:
         check_size(width, height, LATENT_SCALE, limits)
     if steps is not None:
@@ -104,7 +120,51 @@ def check_request(text: Any, style: Any = None, negative_text: Any = None, width
         _integer("seed", seed, 0, MAX_SEED, hint=" (leave it out, or None, for a random seed)")
     guidance = None if guidance is None else _guidance(guidance)
     return Request(texts, negatives, style, width, height, steps, guidance, seed, num_images,
-                   _scheduler(scheduler), check_output_dir(output_dir), _guidance_rescale(guidance_rescale))
+                   _scheduler(scheduler), check_output_dir(output_dir), _guidance_rescale(guidance_rescale),
+                   image, mask, strength)
+
+
+def _images(image: Any, mask: Any, width: int | None, height: int | None, strength: Any,
+            limits: Limits) -> tuple[Image.Image, Image.Image | None, int, int, float]:
+    """The start image (and mask) read and resized to the output size: width/height, else the image's own
+    size rounded down to a multiple of 8; the mask must be the image's size and is resized with it."""
+    picture = read_image("image", image, "RGB")
+    marks = None if mask is None else read_image("mask", mask, "L")
+    if marks is not None and marks.size != picture.size:
+        raise ValueError(f"mask is {marks.width}x{marks.height} but image is {picture.width}x{picture.height}; "
+                         "they must be the same size")
+    width = picture.width // LATENT_SCALE * LATENT_SCALE if width is None else width
+    height = picture.height // LATENT_SCALE * LATENT_SCALE if height is None else height
+    for name, value in (("width", width), ("height", height)):
+        if value < MIN_SIDE:
+            raise ValueError(f"image is {picture.width}x{picture.height}, which makes {name}={value}; images must "
+                             f"be at least {MIN_SIDE} pixels on each side")
+        _integer(name, value, MIN_SIDE, limits.max_side)
+    check_size(width, height, LATENT_SCALE, limits)
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.LANCZOS)
+        if marks is not None:  # nearest: a mask stays black and white
+            marks = marks.resize((width, height), Image.NEAREST)
+    if strength is None:
+        strength = DEFAULT_STRENGTH["img2img" if marks is None else "inpaint"]
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+        raise TypeError(f"strength must be a number, got {strength!r}")
+    if not (math.isfinite(strength) and 0 < strength <= 1):
+        raise ValueError(f"strength={strength} is out of range: it must be above 0 and at most 1 (how much of the "
+                         "image is repainted; 0.8 is usual)")
+    return picture, marks, width, height, float(strength)
+
+
+def read_image(name: str, value: Any, mode: str) -> Image.Image:
+    """``value`` (a path, PIL image or uint8 array) as a PIL image in ``mode``; errors start with ``name``."""
+    from ..pipelines.image_inputs import load_image
+
+    if isinstance(value, str) and not value:
+        raise ValueError(f"{name} is an empty path")
+    try:
+        return load_image(value, mode)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{name}: {error}") from None
 
 
 def check_size(width: int, height: int, multiple: int, limits: Limits) -> None:

@@ -65,6 +65,11 @@ def add_generation_arguments(parser: argparse.ArgumentParser, limits: Limits = L
     parser.add_argument("--seed", type=int, help="random seed, 0..4294967295 (default: random; 0 is a seed too)")
     parser.add_argument("--num_images", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--scheduler", metavar="NAME", help="sampler (listed below; default: the model's)")
+    parser.add_argument("--image", metavar="PATH", help="image to image: start from this picture (its size unless "
+                        "--width/--height say otherwise)")
+    parser.add_argument("--mask", metavar="PATH", help="with --image: inpaint, repainting the mask's white part")
+    parser.add_argument("--strength", type=float, help="with --image: how much of it to repaint, above 0 up to 1 "
+                        "(default 0.8; with --mask 1)")
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
                         help=f"folder for the PNGs (default ./{DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--model", help="model folder, single-file checkpoint, downloaded model name or 'embedded' "
@@ -78,7 +83,8 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
                 negative_text=None if negatives is None else (negatives[0] if len(negatives) == 1 else negatives),
                 style=args.style, width=args.width, height=args.height, steps=args.steps, guidance=args.guidance,
                 seed=args.seed, num_images=args.num_images, scheduler=args.scheduler, output_dir=args.output_dir,
-                model=args.model, guidance_rescale=args.guidance_rescale)
+                model=args.model, guidance_rescale=args.guidance_rescale, image=args.image, mask=args.mask,
+                strength=args.strength)
 
 
 def run_command(engine, argv: Sequence[str], prog: str) -> str:

@@ -50,10 +50,12 @@ class TextToImage:
 
     def generate(self, text: Any, style: Any = None, negative_text: Any = None, width: Any = None,
                  height: Any = None, steps: Any = None, guidance: Any = None, seed: Any = None, num_images: Any = 1,
-                 scheduler: Any = None, output_dir: Any = None, model: Any = None, guidance_rescale: Any = 0.0, *,
-                 progress: bool = True) -> Generation:
+                 scheduler: Any = None, output_dir: Any = None, model: Any = None, guidance_rescale: Any = 0.0,
+                 image: Any = None, mask: Any = None, strength: Any = None, *, progress: bool = True) -> Generation:
+        """Text to image; with ``image``, image to image (``strength`` of it repainted); with ``image`` and
+        ``mask``, inpainting (the mask's white part repainted)."""
         request = check_request(text, style, negative_text, width, height, steps, guidance, seed, num_images,
-                                scheduler, output_dir, guidance_rescale, limits=self.limits)
+                                scheduler, output_dir, guidance_rescale, image, mask, strength, limits=self.limits)
         with dynamic_mode():
             pipeline, choice = self.pipeline(model)
             output = self._run(pipeline, request, progress)
@@ -79,10 +81,14 @@ class TextToImage:
             style, language = get_style(request.style), _language(pipeline)
             pairs = [style.apply(p, n, language) for p, n in zip(prompts, negatives)]
             prompts, negatives = [p for p, _ in pairs], [n for _, n in pairs]
-        return pipeline(prompts, negative_prompt=negatives, width=width, height=height,
-                        num_inference_steps=request.steps, guidance_scale=request.guidance,
-                        num_images_per_prompt=request.num_images, seed=request.seed,
-                        scheduler=request.scheduler, guidance_rescale=request.guidance_rescale, progress=progress)
+        common = dict(negative_prompt=negatives, width=width, height=height, num_inference_steps=request.steps,
+                      guidance_scale=request.guidance, num_images_per_prompt=request.num_images, seed=request.seed,
+                      scheduler=request.scheduler, guidance_rescale=request.guidance_rescale, progress=progress)
+        if request.task == "img2img":
+            return pipeline.img2img(prompts, request.image, strength=request.strength, **common)
+        if request.task == "inpaint":
+            return pipeline.inpaint(prompts, request.image, request.mask, strength=request.strength, **common)
+        return pipeline(prompts, **common)
 
 
 def _model_name(choice: ModelChoice) -> str:

@@ -47,6 +47,13 @@ def png_base64(image: Image.Image, params: GenerationParams) -> str:
     return base64.b64encode(png_bytes(image, params)).decode("ascii")
 
 
+def plain_png_base64(image: Image.Image) -> str:
+    """An input image (img2img's start, a mask) as base64 PNG, as a Client sends it."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def image_from_base64(text: str) -> Image.Image:
     """A PNG sent as base64, with its text chunks in ``info`` (as for any PNG PIL opens)."""
     image = Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
