@@ -233,6 +233,7 @@ def python_cases(tmp: Path, tiny: Path, models: dict[str, Path]) -> list[tuple[s
         ("image=<64x64 float32 array>", dict(image=np.zeros((64, 64, 3), np.float32))),
         ("image=<64x64>, mask=<64x32>", dict(image=np.zeros((64, 64, 3), np.uint8), mask=np.zeros((32, 64), np.uint8))),
         ("image=<40x64>", dict(image=np.zeros((40, 64, 3), np.uint8))),
+        ("image=<2100x64>", dict(image=np.zeros((64, 2100, 3), np.uint8))),
         ("image=<64x64>, strength=1.5", dict(image=np.zeros((64, 64, 3), np.uint8), strength=1.5)),
         ("seed=-1", dict(seed=-1)),
         ("seed=2**32", dict(seed=2 ** 32)),

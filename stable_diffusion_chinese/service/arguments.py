@@ -133,14 +133,23 @@ def _images(image: Any, mask: Any, width: int | None, height: int | None, streng
     if marks is not None and marks.size != picture.size:
         raise ValueError(f"mask is {marks.width}x{marks.height} but image is {picture.width}x{picture.height}; "
                          "they must be the same size")
+    derived = width is None or height is None
     width = picture.width // LATENT_SCALE * LATENT_SCALE if width is None else width
     height = picture.height // LATENT_SCALE * LATENT_SCALE if height is None else height
     for name, value in (("width", width), ("height", height)):
         if value < MIN_SIDE:
             raise ValueError(f"image is {picture.width}x{picture.height}, which makes {name}={value}; images must "
                              f"be at least {MIN_SIDE} pixels on each side")
-        _integer(name, value, MIN_SIDE, limits.max_side)
-    check_size(width, height, LATENT_SCALE, limits)
+        if derived and value > limits.max_side:
+            raise ValueError(f"image is {picture.width}x{picture.height}, which makes {name}={value}, more than "
+                             f"the limit of {limits.max_side}; pass width= and height= to resize it")
+    try:
+        check_size(width, height, LATENT_SCALE, limits)
+    except ValueError as error:
+        if not derived:
+            raise
+        raise ValueError(f"image is {picture.width}x{picture.height}: {error}; pass width= and height= to resize "
+                         "it") from None
     if picture.size != (width, height):
         picture = picture.resize((width, height), Image.LANCZOS)
         if marks is not None:  # nearest: a mask stays black and white
