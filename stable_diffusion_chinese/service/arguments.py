@@ -9,10 +9,11 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from PIL import Image
 
+from ..pipelines.image_inputs import fit, load_image   # PIL and numpy only: no Paddle at import
 from .styles import get_style
 
 MAX_SEED = 2 ** 32 - 1  # seeds are numpy generator seeds, recorded in PNGs as A1111 does (0..2^32-1)
@@ -151,23 +152,18 @@ def _images(image: Any, mask: Any, width: int | None, height: int | None, streng
         raise ValueError(f"image is {picture.width}x{picture.height}: {error}; pass width= and height= to resize "
                          "it") from None
     if picture.size != (width, height):
-        picture = picture.resize((width, height), Image.LANCZOS)
+        picture = fit(picture, width, height, LATENT_SCALE)   # the pipelines' own resampling
         if marks is not None:  # nearest: a mask stays black and white
             marks = marks.resize((width, height), Image.NEAREST)
     if strength is None:
         strength = DEFAULT_STRENGTH["img2img" if marks is None else "inpaint"]
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
-        raise TypeError(f"strength must be a number, got {strength!r}")
-    if not (math.isfinite(strength) and 0 < strength <= 1):
-        raise ValueError(f"strength={strength} is out of range: it must be above 0 and at most 1 (how much of the "
-                         "image is repainted; 0.8 is usual)")
-    return picture, marks, width, height, float(strength)
+    strength = _number("strength", strength, lambda v: 0 < v <= 1,
+                       "above 0 and at most 1 (how much of the image is repainted; 0.8 is usual)")
+    return picture, marks, width, height, strength
 
 
 def read_image(name: str, value: Any, mode: str) -> Image.Image:
     """``value`` (a path, PIL image or uint8 array) as a PIL image in ``mode``; errors start with ``name``."""
-    from ..pipelines.image_inputs import load_image
-
     if isinstance(value, str) and not value:
         raise ValueError(f"{name} is an empty path")
     try:
@@ -214,12 +210,17 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _guidance(value: Any) -> float:
+def _number(name: str, value: Any, in_range: Callable[[float], bool], expected: str) -> float:
+    """A finite int or float (not a bool) for which ``in_range`` holds; ``expected`` words the range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"guidance must be a number, got {value!r}")
-    if not (math.isfinite(value) and 0 <= value <= MAX_GUIDANCE):
-        raise ValueError(f"guidance={value} is out of range: it must be from 0 to {MAX_GUIDANCE:g} (7.5 is usual)")
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and in_range(value)):
+        raise ValueError(f"{name}={value} is out of range: it must be {expected}")
     return float(value)
+
+
+def _guidance(value: Any) -> float:
+    return _number("guidance", value, lambda v: 0 <= v <= MAX_GUIDANCE, f"from 0 to {MAX_GUIDANCE:g} (7.5 is usual)")
 
 
 def _guidance_rescale(value: Any) -> float:
@@ -227,11 +228,7 @@ def _guidance_rescale(value: Any) -> float:
     the command line and a Client send nothing for an option left out."""
     if value is None:
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"guidance_rescale must be a number, got {value!r}")
-    if not (math.isfinite(value) and 0 <= value <= 1):
-        raise ValueError(f"guidance_rescale={value} is out of range: it must be from 0 (off) to 1 (0.7 is usual)")
-    return float(value)
+    return _number("guidance_rescale", value, lambda v: 0 <= v <= 1, "from 0 (off) to 1 (0.7 is usual)")
 
 
 def _scheduler(value: Any) -> str | None:
